@@ -1,0 +1,274 @@
+"""The one way into the DuckDB file.
+
+DuckDB lets one process write (or several read) and refuses a second opener at
+once; it never waits. The gateway hides that:
+
+- every access runs inside ``with gateway.session(write=…) as conn:``; the
+  connection is opened on demand and closed again soon after (``linger``), so
+  another process — a notebook beside a scheduled import — gets its turn;
+- processes queue on a cross-process file lock beside the catalog
+  (``catalog.duckdb.lock``); a DuckDB lock held by some other program is retried
+  with jittered backoff; past the deadline a :class:`CatalogLockedError` names
+  the holder's PID;
+- a write session is one transaction: committed on success, rolled back on error;
+- a WAL that cannot be replayed is moved to ``quarantine/<timestamp>/`` (never
+  deleted) and the catalog reopened, with a loud warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import re
+import shutil
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import filelock
+
+from lorabench.errors import CatalogError, CatalogLockedError
+
+__all__ = ["Gateway"]
+
+logger = logging.getLogger("lorabench.catalog")
+
+_LOCK_CONFLICT = re.compile(r"Could not set lock|Conflicting lock|database is locked", re.IGNORECASE)
+_PID = re.compile(r"PID (\d+)")
+_YIELD_PAUSE = 0.03
+_WAL_TROUBLE = re.compile(r"WAL|replay|checksum|corrupt", re.IGNORECASE)
+
+
+class Gateway:
+    """Short-lived, lock-aware connections to one DuckDB catalog file.
+
+    Parameters
+    ----------
+    path:
+        The catalog file, or ``":memory:"``.
+    deadline:
+        Seconds to wait for another process before giving up.
+    linger:
+        Seconds an idle connection stays open for the next call (cheap bursts of
+        queries) before it is closed and the file released.
+    max_hold:
+        Longest a lingering connection is kept across calls, so a busy notebook
+        cannot starve a scheduled import.
+    tracer:
+        Optional ``callable(sql, params)`` called for every statement run through
+        :meth:`execute`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        deadline: float = 60.0,
+        linger: float = 0.25,
+        max_hold: float = 2.0,
+        tracer: Callable[[str, object], None] | None = None,
+        on_open: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.memory = self.path == ":memory:"
+        self.deadline = deadline
+        self.linger = linger
+        self.max_hold = max_hold
+        self.tracer = tracer
+        self.on_open = on_open
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._opened_at = 0.0
+        self._depth = 0
+        self._mutex = threading.RLock()
+        self._timer: threading.Timer | None = None
+        self._closed = False
+        self._released_at = 0.0
+        self._filelock: filelock.BaseFileLock | None = None
+        if not self.memory:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._filelock = filelock.FileLock(self.path + ".lock", thread_local=False)
+
+    def __repr__(self) -> str:
+        return f"Gateway({self.path!r})"
+
+    # -- connections -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def session(self, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one unit of work; a write session is one transaction."""
+        if self._closed:
+            raise CatalogError("This catalog is closed.", hint="Open a new lorabench.Catalog.")
+        with self._mutex:
+            self._cancel_timer()
+            conn = self._connection()
+            self._depth += 1
+            began = False
+            try:
+                if write and self._depth == 1:
+                    conn.execute("BEGIN TRANSACTION")
+                    began = True
+                yield conn
+                if began:
+                    conn.execute("COMMIT")
+            except BaseException:
+                if began:
+                    with contextlib.suppress(duckdb.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._schedule_release()
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._conn is not None:
+            return self._conn
+        if self.memory:
+            self._conn = duckdb.connect(":memory:")
+        else:
+            self._acquire_filelock()
+            try:
+                self._conn = self._open_file()
+            except BaseException:
+                self._release_filelock()
+                raise
+        self._opened_at = time.monotonic()
+        if self.on_open is not None:
+            try:
+                self.on_open(self._conn)
+            except BaseException:
+                self._close_now()
+                raise
+        return self._conn
+
+    def _acquire_filelock(self) -> None:
+        assert self._filelock is not None
+        pause = self._released_at + _YIELD_PAUSE - time.monotonic()
+        if pause > 0:  # just gave the file up: let a waiting process take its turn first
+            time.sleep(pause)
+        try:
+            self._filelock.acquire(timeout=self.deadline, poll_interval=0.005)
+        except filelock.Timeout:
+            holder = _read_holder(self.path)
+            who = f" (PID {holder})" if holder else ""
+            raise CatalogLockedError(
+                f"The catalog {self.path} was held by another lorabench process{who} "
+                f"for more than {self.deadline:g} s"
+            ) from None
+        with contextlib.suppress(OSError):
+            Path(self.path + ".holder").write_text(str(os.getpid()))
+
+    def _release_filelock(self) -> None:
+        if self._filelock is not None and self._filelock.is_locked:
+            self._filelock.release(force=True)
+
+    def _open_file(self) -> duckdb.DuckDBPyConnection:
+        stop = time.monotonic() + self.deadline
+        delay = 0.005
+        quarantined = False
+        while True:
+            try:
+                return duckdb.connect(self.path)
+            except duckdb.IOException as exc:
+                message = str(exc)
+                if not _LOCK_CONFLICT.search(message):
+                    raise CatalogError(f"Cannot open the catalog {self.path}: {message}") from exc
+                if time.monotonic() + delay > stop:
+                    pid = _PID.search(message)
+                    who = f" by PID {pid.group(1)}" if pid else ""
+                    raise CatalogLockedError(
+                        f"The catalog {self.path} is locked{who} and stayed locked for {self.deadline:g} s"
+                    ) from exc
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.25)
+            except duckdb.Error as exc:
+                if quarantined or not _WAL_TROUBLE.search(str(exc)) or not Path(self.path + ".wal").exists():
+                    raise CatalogError(f"Cannot open the catalog {self.path}: {exc}") from exc
+                self._quarantine_wal(exc)
+                quarantined = True
+
+    def _quarantine_wal(self, exc: Exception) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = Path(self.path).parent / "quarantine" / stamp
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.move(self.path + ".wal", target / (Path(self.path).name + ".wal"))
+        message = (
+            f"lorabench: the catalog's write-ahead log could not be replayed ({exc}); it was moved to "
+            f"{target} and the catalog reopened without it. Recent changes may be missing."
+        )
+        logger.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+    # -- release -----------------------------------------------------------------------
+
+    def _schedule_release(self) -> None:
+        if self.memory or self._conn is None:
+            return
+        held = time.monotonic() - self._opened_at
+        if self.linger <= 0 or held >= self.max_hold:
+            self._close_now()
+            self._released_at = time.monotonic() if held >= self.max_hold else 0.0
+            return
+        self._timer = threading.Timer(self.linger, self._release_if_idle)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _release_if_idle(self) -> None:
+        with self._mutex:
+            if self._depth == 0:
+                self._close_now()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _close_now(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(duckdb.Error):
+                conn.close()
+        if not self.memory:
+            self._release_filelock()
+
+    def release(self, *, yield_turn: bool = False) -> None:
+        """Close the connection now (if idle) so other processes can open the file.
+
+        With ``yield_turn`` the next open in this process waits a moment, so a
+        process that is waiting for the file gets it first (used between import
+        batches).
+        """
+        if self.memory:  # an in-memory catalog lives as long as its one connection
+            return
+        with self._mutex:
+            self._cancel_timer()
+            if self._depth == 0:
+                had = self._conn is not None
+                self._close_now()
+                if had and yield_turn:
+                    self._released_at = time.monotonic()
+
+    def close(self) -> None:
+        """Close for good."""
+        with self._mutex:
+            self._cancel_timer()
+            self._close_now()
+            self._closed = True
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a connection (and the file) is held right now."""
+        return self._conn is not None
+
+
+def _read_holder(path: str) -> str | None:
+    try:
+        return Path(path + ".holder").read_text().strip() or None
+    except OSError:
+        return None

@@ -1,0 +1,212 @@
+"""Walk library folders safely and cheaply.
+
+One ``scandir`` pass per folder gives every LoRA's fingerprint (size, mtime,
+inode) and the fingerprint of its sidecars and preview, so an unchanged
+library costs a ``stat`` per file and nothing else. Directory symlinks are not
+followed and file symlinks must stay inside a root (unless asked); loops and
+the same file reached twice are detected by ``(device, inode)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["LORA_SUFFIXES", "PICKLE_SUFFIXES", "Found", "ScanResult", "scan"]
+
+LORA_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+_PARTIAL = (".part", ".tmp", ".crdownload", ".download", ".partial", ".aria2")
+_SIDECAR_SUFFIXES = (
+    ".civitai.info", ".metadata.json", ".cm-info.json", ".description.txt", ".json", ".txt", ".md",
+    *(f".preview.{e}" for e in ("png", "jpg", "jpeg", "webp", "gif")),
+    *(f".thumb.{e}" for e in ("png", "jpg", "jpeg", "webp")),
+    ".png", ".jpg", ".jpeg", ".webp", ".gif",
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class Found:
+    """A model file seen on disk."""
+
+    path: str
+    root: str
+    folder: str
+    name: str
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+    kind: str  # "lora" | "pickle"
+    sidecar_fingerprint: str = ""
+
+
+@dataclass
+class ScanResult:
+    """What a walk found: files by path, skipped entries, and roots that could not be reached."""
+
+    files: dict[str, Found] = field(default_factory=dict)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+    folders: int = 0
+
+
+def _fingerprint(parts: list[tuple[str, int, int]]) -> str:
+    if not parts:
+        return ""
+    text = ";".join(f"{s}:{size}:{mtime}" for s, size, mtime in sorted(parts))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _inside(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def scan(
+    roots: Sequence[str],
+    scopes: Sequence[tuple[str, str]],
+    *,
+    follow_symlinks: bool = False,
+    max_depth: int = 64,
+    max_entries: int = 5_000_000,
+) -> ScanResult:
+    """Walk each ``(root, scope)`` folder and return what is there.
+
+    ``roots`` are all known library roots (for the "stays inside a root" rule);
+    ``scopes`` are the folders to walk, each with the root it belongs to.
+    """
+    result = ScanResult()
+    seen_files: set[tuple[int, int]] = set()
+    real_roots = [os.path.realpath(r) for r in roots]
+    entries = 0
+    for root, scope in scopes:
+        try:
+            st = os.stat(scope)
+        except OSError:
+            result.unreachable.append(scope)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            result.unreachable.append(scope)
+            continue
+        seen_dirs: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
+        stack: list[tuple[str, int]] = [(scope, 0)]
+        while stack:
+            folder, depth = stack.pop()
+            result.folders += 1
+            try:
+                with os.scandir(folder) as it:
+                    listing = list(it)
+            except OSError as exc:
+                result.skipped.append((folder, "unreadable_folder", exc.strerror or str(exc)))
+                continue
+            entries += len(listing)
+            if entries > max_entries:
+                result.skipped.append((folder, "too_many_entries", f"stopped after {max_entries} entries"))
+                return result
+            models: list[tuple[os.DirEntry[str], str]] = []
+            others: list[os.DirEntry[str]] = []
+            for entry in listing:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if depth < max_depth:
+                        stack.append((entry.path, depth + 1))
+                    continue
+                if entry.is_symlink():
+                    _symlink(entry, stack, depth, max_depth, real_roots, follow_symlinks, seen_dirs,
+                             models, others, result)  # fmt: skip
+                    continue
+                low = name.lower()
+                if low.endswith(_PARTIAL):
+                    continue
+                if low.endswith(LORA_SUFFIXES):
+                    models.append((entry, "lora"))
+                elif low.endswith(PICKLE_SUFFIXES):
+                    models.append((entry, "pickle"))
+                else:
+                    others.append(entry)
+            if models:
+                _collect(models, others, root, folder, seen_files, result)
+    return result
+
+
+def _symlink(
+    entry: os.DirEntry[str], stack: list[tuple[str, int]], depth: int, max_depth: int,
+    real_roots: list[str], follow: bool, seen_dirs: set[tuple[int, int]],
+    models: list[tuple[os.DirEntry[str], str]], others: list[os.DirEntry[str]], result: ScanResult,
+) -> None:  # fmt: skip
+    target = os.path.realpath(entry.path)
+    try:
+        st = os.stat(entry.path)
+    except OSError:
+        result.skipped.append((entry.path, "broken_link", "the link's target does not exist"))
+        return
+    if stat.S_ISDIR(st.st_mode):
+        if not follow:
+            result.skipped.append((entry.path, "linked_folder", "folder links are not followed"))
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            result.skipped.append((entry.path, "link_loop", f"already visited {target}"))
+            return
+        seen_dirs.add(key)
+        if depth < max_depth:
+            stack.append((entry.path, depth + 1))
+        return
+    if not follow and not _inside(target, real_roots):
+        result.skipped.append((entry.path, "external_link", f"points outside the library: {target}"))
+        return
+    low = entry.name.lower()
+    if low.endswith(LORA_SUFFIXES):
+        models.append((entry, "lora"))
+    elif low.endswith(PICKLE_SUFFIXES):
+        models.append((entry, "pickle"))
+    else:
+        others.append(entry)
+
+
+def _collect(
+    models: list[tuple[os.DirEntry[str], str]], others: list[os.DirEntry[str]], root: str, folder: str,
+    seen_files: set[tuple[int, int]], result: ScanResult,
+) -> None:  # fmt: skip
+    stems: dict[str, list[tuple[str, int, int]]] = {}
+    for entry, _ in models:
+        stems.setdefault(entry.name.rsplit(".", 1)[0], [])
+    for entry in others:
+        name = entry.name
+        low = name.lower()
+        for suffix in _SIDECAR_SUFFIXES:
+            if low.endswith(suffix):
+                parts = stems.get(name[: -len(suffix)])
+                if parts is not None:
+                    try:
+                        st = entry.stat()
+                    except OSError:
+                        continue
+                    parts.append((suffix, st.st_size, st.st_mtime_ns))
+                    break
+    rel = os.path.relpath(folder, root)
+    rel = "" if rel == "." else rel
+    for entry, kind in models:
+        try:
+            st = entry.stat(follow_symlinks=True)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            result.skipped.append((entry.path, "not_regular_file", "not a regular file"))
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen_files:
+            result.skipped.append((entry.path, "duplicate_path", "the same file was reached by another path"))
+            continue
+        seen_files.add(key)
+        path = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
+        stem = entry.name.rsplit(".", 1)[0]
+        result.files[path] = Found(
+            path=path, root=root, folder=rel, name=stem, size=st.st_size, mtime_ns=st.st_mtime_ns,
+            inode=st.st_ino, device=st.st_dev, kind=kind, sidecar_fingerprint=_fingerprint(stems[stem]),
+        )  # fmt: skip
