@@ -9,9 +9,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lorabench.catalog._query import compile_query, facets
-
 from lorabench.catalog._gateway import Gateway
+from lorabench.catalog._query import compile_query, facets
 from lorabench.catalog._results import ResultSet, SearchResult
 from lorabench.catalog._schema import SCHEMA_VERSION, migrate
 from lorabench.catalog._store import Store, write_curation

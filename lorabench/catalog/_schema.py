@@ -99,7 +99,6 @@ def _initial() -> tuple[str, ...]:
             last_seen TIMESTAMP,
             updated_at TIMESTAMP
         )""",
-        "CREATE INDEX loras_sha256 ON loras (sha256)",
         """CREATE TABLE curation (
             lora_id BIGINT PRIMARY KEY,
             favorite BOOLEAN NOT NULL DEFAULT FALSE,

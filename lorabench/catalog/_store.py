@@ -32,6 +32,10 @@ _INSERT_SQL = {False: _insert_sql(False), True: _insert_sql(True)}
 _CURATION_FIELDS = ("favorite", "rating", "notes", "user_tags", "trigger_groups", "preferred_weight", "nsfw")
 
 
+_FP_COLUMNS = ("id", "path", "root", "size", "mtime_ns", "inode", "device", "sidecar_fingerprint", "sha256",
+               "status", "missing", "offline")  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
     """What the catalog remembers about a path, to decide whether to read it again."""
@@ -60,8 +64,7 @@ class Store:
 
     def fingerprints(self, prefixes: Sequence[str] | None = None) -> dict[str, Fingerprint]:
         """Every known path (under ``prefixes`` when given) with its fingerprint."""
-        sql = ("SELECT id, path, root, size, mtime_ns, inode, device, sidecar_fingerprint, sha256, status, "
-               "missing, offline FROM loras")  # fmt: skip
+        sql = f"SELECT {', '.join(_FP_COLUMNS)} FROM loras"  # noqa: S608
         params: list[Any] = []
         if prefixes:
             sql += " WHERE " + " OR ".join("starts_with(path, ?)" for _ in prefixes)
@@ -69,6 +72,54 @@ class Store:
         with self.gateway.session() as conn:
             rows = conn.execute(sql, params).fetchall()
         return {r[1]: Fingerprint(*r) for r in rows}
+
+    def diff(
+        self, found: Sequence[Any], scopes: Sequence[str], unreachable: Sequence[str]
+    ) -> tuple[list[tuple[Any, Fingerprint | None]], list[Fingerprint], list[Fingerprint]]:
+        """Compare a scan with the catalog inside DuckDB, returning only what needs attention.
+
+        ``found`` are scanned files (objects with ``path``, ``size``, ``mtime_ns``, ``inode``,
+        ``sidecar_fingerprint``). Returns ``(attention, vanished, offline)``: scanned files that are
+        new, changed, missing/offline before or unhashed — each with its fingerprint (``None`` when
+        new); rows in ``scopes`` that were not found (and are not already missing); and rows under
+        ``unreachable`` folders.
+        """
+        import pyarrow as pa
+
+        table = pa.table({
+            "path": [f.path for f in found], "size": [f.size for f in found],
+            "mtime_ns": [f.mtime_ns for f in found], "inode": [f.inode for f in found],
+            "sidecar_fingerprint": [f.sidecar_fingerprint for f in found],
+        })  # fmt: skip
+        by_path = {f.path: f for f in found}
+        cols = ", ".join(f"l.{c}" for c in _FP_COLUMNS)
+        scope_params = [p.rstrip(os.sep) + os.sep for p in scopes]
+        in_scope = " OR ".join("starts_with(l.path, ?)" for _ in scopes) or "FALSE"
+        off_params = [p.rstrip(os.sep) + os.sep for p in unreachable]
+        in_offline = " OR ".join("starts_with(l.path, ?)" for _ in unreachable) or "FALSE"
+        with self.gateway.session() as conn:
+            conn.register("_scan", table)
+            try:
+                attention = conn.execute(
+                    f"SELECT s.path, {cols} FROM _scan s LEFT JOIN loras l ON l.path = s.path "  # noqa: S608
+                    "WHERE l.id IS NULL OR l.size IS DISTINCT FROM s.size OR l.mtime_ns IS DISTINCT FROM s.mtime_ns "
+                    "OR l.inode IS DISTINCT FROM s.inode "
+                    "OR coalesce(l.sidecar_fingerprint, '') <> s.sidecar_fingerprint "
+                    "OR l.missing OR l.offline OR l.sha256 IS NULL"
+                ).fetchall()
+                vanished = conn.execute(
+                    f"SELECT {cols} FROM loras l WHERE ({in_scope}) AND NOT l.missing "  # noqa: S608
+                    f"AND NOT ({in_offline}) AND l.path NOT IN (SELECT path FROM _scan)",
+                    scope_params + off_params,
+                ).fetchall()
+                offline = conn.execute(
+                    f"SELECT {cols} FROM loras l WHERE ({in_offline}) AND NOT l.offline",  # noqa: S608
+                    off_params,
+                ).fetchall() if unreachable else []  # fmt: skip
+            finally:
+                conn.unregister("_scan")
+        pairs = [(by_path[r[0]], Fingerprint(*r[1:]) if r[1] is not None else None) for r in attention]
+        return pairs, [Fingerprint(*r) for r in vanished], [Fingerprint(*r) for r in offline]
 
     def missing_by_hash(self, sha256s: Iterable[str]) -> dict[str, int]:
         """sha256 → id of a missing row with that content (for re-linking moved files)."""
@@ -144,23 +195,30 @@ class Store:
         restored: list[tuple[str, str]] = []
         if not updates:
             return restored
+        import pyarrow as pa
+
+        table = pa.table({
+            "path": [p for p, _ in updates],
+            **{k: [h.get(k) for _, h in updates] for k in ("sha256", "autov2", "autov3", "tensor_sha256", "legacy")},
+        })  # fmt: skip
         with self.gateway.session(write=True) as conn:
-            for path, h in updates:
+            conn.register("_hashes", table)
+            try:
                 conn.execute(
-                    "UPDATE loras SET sha256 = ?, autov2 = ?, autov3 = ?, tensor_sha256 = ?, "
-                    "legacy_hash = ?, hashed_at = ? WHERE path = ?",
-                    [h.get("sha256"), h.get("autov2"), h.get("autov3"), h.get("tensor_sha256"),
-                     h.get("legacy"), now, path],
-                )  # fmt: skip
+                    "UPDATE loras SET sha256 = h.sha256, autov2 = h.autov2, autov3 = h.autov3, "
+                    "tensor_sha256 = h.tensor_sha256, legacy_hash = h.legacy, hashed_at = ? "
+                    "FROM _hashes h WHERE loras.path = h.path",
+                    [now],
+                )
+                pairs = conn.execute(
+                    "SELECT n.path, min(o.id), arg_min(o.path, o.id) FROM _hashes h "
+                    "JOIN loras n ON n.path = h.path JOIN loras o ON o.sha256 = n.sha256 AND o.missing "
+                    "AND o.id <> n.id WHERE NOT n.missing AND n.first_seen = n.last_seen "
+                    "AND n.id NOT IN (SELECT lora_id FROM curation) GROUP BY n.path"
+                ).fetchall()
+            finally:
+                conn.unregister("_hashes")
             paths = [p for p, _ in updates]
-            pairs = conn.execute(
-                "SELECT n.path, min(o.id), arg_min(o.path, o.id) FROM loras n JOIN loras o "
-                "ON o.sha256 = n.sha256 AND o.missing AND o.id <> n.id "
-                "WHERE list_contains(?, n.path) AND NOT n.missing "
-                "AND n.first_seen = n.last_seen AND n.id NOT IN (SELECT lora_id FROM curation) "
-                "GROUP BY n.path",
-                [paths],
-            ).fetchall()
             for path, old_id, old_path in pairs:
                 cur = conn.execute(f"SELECT {', '.join(LORA_COLUMNS)} FROM loras WHERE path = ?",  # noqa: S608
                                    [path])  # fmt: skip
@@ -175,6 +233,9 @@ class Store:
 
     def _apply_pending(self, conn: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> None:
         """Curation restored from a backup, waiting for its file, lands once the file is hashed."""
+        waiting = conn.execute("SELECT count(*) FROM pending_curation").fetchone()
+        if not waiting or not waiting[0]:
+            return
         rows = conn.execute(
             "SELECT l.id, p.data, p.rowid FROM pending_curation p JOIN loras l "
             "ON (p.sha256 IS NOT NULL AND p.sha256 = l.sha256) OR "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from lorabench.files._metadata import (
     parse_modelspec,
     parse_training,
 )
-from lorabench.files._sidecars import find_preview, read_sidecars
+from lorabench.files._sidecars import read_sidecars
 
 __all__ = ["LoraInfo", "inspect", "inspect_header", "inspect_many"]
 
@@ -76,8 +76,8 @@ class LoraInfo:
     warnings: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with the documented keys."""
-        return asdict(self)
+        """A JSON-ready dict with the documented keys (values are shared with this object, not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def inspect_header(header: SafetensorsHeader, *, hashes: FileHashes | None = None) -> LoraInfo:
@@ -152,7 +152,7 @@ def attach_sidecars(info: LoraInfo) -> None:
                     seen.add(word.strip().lower())
                     info.trigger_words.append({"word": word.strip(), "source": str(candidate.get("source"))})
     _sidecar_base_model(info, fields)
-    preview = find_preview(info.path)
+    preview = report.get("preview")
     if preview is not None:
         entry: dict[str, Any] = {"path": str(preview)}
         try:

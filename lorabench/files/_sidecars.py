@@ -22,8 +22,11 @@ import math
 import os
 import re
 import stat
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +78,7 @@ class Field:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready ``{"value", "source", "alternatives"}`` mapping."""
-        return asdict(self)
+        return {"value": self.value, "source": self.source, "alternatives": list(self.alternatives)}
 
 
 @dataclass
@@ -94,8 +97,9 @@ class Sidecar:
     status: str = "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready ``{"kind", "path", "fields", "raw", "status"}`` mapping (a copy)."""
-        return asdict(self)
+        """A JSON-ready ``{"kind", "path", "fields", "raw", "status"}`` mapping (values shared, not copied)."""
+        return {"kind": self.kind, "path": self.path, "fields": dict(self.fields), "raw": self.raw,
+                "status": self.status}  # fmt: skip
 
 
 @dataclass
@@ -115,8 +119,14 @@ class SidecarReport:
         return found.value if found is not None else default
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready mapping of everything (a deep copy)."""
-        return asdict(self)
+        """A JSON-ready mapping of everything (containers rebuilt; leaf values shared, not copied)."""
+        return {
+            "model_path": self.model_path,
+            "sidecars": [s.to_dict() for s in self.sidecars],
+            "fields": {name: f.to_dict() for name, f in self.fields.items()},
+            "warnings": [dict(w) for w in self.warnings],
+            "preview": self.preview,
+        }
 
 
 # --------------------------------------------------------------------------- file access
@@ -127,6 +137,40 @@ class _Problem(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+_LISTINGS: OrderedDict[str, tuple[tuple[int, int, int], frozenset[str]]] = OrderedDict()
+_LISTINGS_LOCK = threading.Lock()
+_SETTLED_NS = 2_000_000_000  # folders changed in the last 2 s are listed afresh (coarse FAT/exFAT clocks)
+
+
+def _names_in(folder: Path) -> frozenset[str] | None:
+    """The names in ``folder``, cached while the folder's mtime is unchanged (``None`` if unlistable).
+
+    Looking names up here saves one ``lstat`` per absent sidecar candidate, which is most of
+    them; a folder's mtime changes whenever a name is added, removed or renamed in it.
+    """
+    key_path = os.fspath(folder)
+    try:
+        st = os.stat(key_path)
+    except OSError:
+        return None
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+    with _LISTINGS_LOCK:
+        hit = _LISTINGS.get(key_path)
+        if hit is not None and hit[0] == key:
+            _LISTINGS.move_to_end(key_path)
+            return hit[1]
+    try:
+        names = frozenset(os.listdir(key_path))
+    except OSError:
+        return None
+    if time.time_ns() - st.st_mtime_ns > _SETTLED_NS:
+        with _LISTINGS_LOCK:
+            _LISTINGS[key_path] = (key, names)
+            while len(_LISTINGS) > 256:
+                _LISTINGS.popitem(last=False)
+    return names
 
 
 def _stem_and_folder(model_path: str | os.PathLike[str]) -> tuple[Path, str]:
@@ -142,8 +186,11 @@ def find_preview(model_path: str | os.PathLike[str]) -> Path | None:
     skipped (checked with ``lstat``, nothing is opened).
     """
     folder, stem = _stem_and_folder(model_path)
+    names = _names_in(folder)
     for ext in PREVIEW_EXTENSIONS:
         for name in (f"{stem}.{ext}", f"{stem}.preview.{ext}"):
+            if names is not None and name not in names:
+                continue
             candidate = folder / name
             try:
                 info = os.lstat(candidate)
@@ -488,9 +535,12 @@ def read_sidecars(model_path: str | os.PathLike[str], *, max_bytes: int = 8 * 10
     absent from ``sidecars``; files over ``max_bytes`` are not read.
     """
     folder, stem = _stem_and_folder(model_path)
+    names = _names_in(folder)
     warnings: list[dict[str, str]] = []
     sidecars: list[Sidecar] = []
     for kind, suffix in _SIDECAR_FILES:
+        if names is not None and f"{stem}{suffix}" not in names:
+            continue
         sidecar = _load(kind, folder / f"{stem}{suffix}", max_bytes, warnings)
         if sidecar is not None:
             sidecars.append(sidecar)

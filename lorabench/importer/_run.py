@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["import_library"]
 
-_BATCH_FILES = 500
-_BATCH_SECONDS = 0.5
+_BATCH_FILES = 2000
+_BATCH_SECONDS = 1.0
 
 
 def _now() -> datetime:
@@ -63,33 +63,34 @@ def _resolve_scopes(paths: Iterable[str | os.PathLike[str]], known_roots: list[s
     return scopes
 
 
-def _plan(found: dict[str, Found], known: dict[str, Fingerprint], unreachable: list[str], force: bool) -> _Plan:
-    plan = _Plan()
-    for path, f in found.items():
-        fp = known.get(path)
+def _plan(
+    attention: list[tuple[Found, Fingerprint | None]], vanished: list[Fingerprint], offline: list[Fingerprint],
+    total: int, force: bool, found: dict[str, Found],
+) -> _Plan:  # fmt: skip
+    """Sort what the catalog diff flagged into new / changed / moved / missing / restored."""
+    plan = _Plan(offline=offline)
+    flagged: set[str] = set()
+    for f, fp in attention:
+        flagged.add(f.path)
         if fp is None:
             plan.new.append(f)
             continue
         same_bytes = (fp.size, fp.mtime_ns, fp.inode) == (f.size, f.mtime_ns, f.inode)
         if force or not same_bytes:
             plan.changed.append((f, True))
-        elif fp.sidecar_fingerprint != f.sidecar_fingerprint:
+            continue
+        if fp.sidecar_fingerprint != f.sidecar_fingerprint and (fp.sidecar_fingerprint or f.sidecar_fingerprint):
             plan.changed.append((f, False))
         else:
             plan.unchanged += 1
-            if fp.missing or fp.offline:
-                plan.restored.append(fp)
-            if fp.sha256 is None:
-                plan.unhashed.append(f)
-    by_identity: dict[tuple[Any, ...], Fingerprint] = {}
-    for path, fp in known.items():
-        if path in found:
-            continue
-        if any(_under(path, u) for u in unreachable):
-            if not fp.offline:
-                plan.offline.append(fp)
-        elif not fp.missing:
-            by_identity[(fp.device, fp.inode, fp.size, fp.mtime_ns)] = fp
+        if fp.missing or fp.offline:
+            plan.restored.append(fp)
+        if fp.sha256 is None:
+            plan.unhashed.append(f)
+    if force:
+        plan.changed += [(f, True) for path, f in found.items() if path not in flagged]
+    plan.unchanged += total - len(flagged) if not force else 0
+    by_identity = {(fp.device, fp.inode, fp.size, fp.mtime_ns): fp for fp in vanished}
     still_new: list[Found] = []
     for f in plan.new:
         old = by_identity.pop((f.device, f.inode, f.size, f.mtime_ns), None)
@@ -155,8 +156,9 @@ def import_library(
     scopes = _resolve_scopes(paths, store.roots())
     roots = sorted({r for r, _ in scopes} | set(store.roots()))
     result = scan(roots, scopes, follow_symlinks=follow_symlinks)
-    known = store.fingerprints([s for _, s in scopes])
-    plan = _plan(result.files, known, result.unreachable, force_resync)
+    attention, vanished, offline = store.diff(list(result.files.values()), [s for _, s in scopes],
+                                              result.unreachable)  # fmt: skip
+    plan = _plan(attention, vanished, offline, len(result.files), force_resync, result.files)
     report = ImportReport(dry_run=dry_run, roots=sorted({r for r, _ in scopes}), scope=[s for _, s in scopes])
     report.skipped = [{"path": p, "code": c, "message": m} for p, c, m in result.skipped]
     report.unchanged = plan.unchanged
