@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import duckdb
@@ -371,6 +371,11 @@ def test_extreme_dates_compile_and_run(conn, query, expected):
     assert ids(conn, query) == expected
 
 
+def test_aware_now_is_converted_to_naive_utc():
+    aware = datetime(2026, 3, 10, 13, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert compile_query("added:7d", now=aware).params == [datetime(2026, 3, 3, 12, 0)]
+
+
 def test_age_is_anchored_at_now():
     q = compile_query("added:7d", now=NOW)
     assert q.params == [datetime(2026, 3, 3, 12, 0)]
@@ -732,6 +737,7 @@ def test_facets_use_the_query_and_defaults(conn):
     assert set(result) == {"base_model", "algorithm", "training_tags", "folder"}
     assert result["algorithm"] == [("lora", 2), ("loha", 1), ("lokr", 1)]
     assert result["base_model"] == [("sdxl", 5)]
+    assert facets(conn, compile_query("is:fav"), fields="rating") == {"rating": [(5, 1)]}
 
 
 @pytest.mark.parametrize(
