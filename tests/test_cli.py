@@ -141,7 +141,7 @@ def test_import_without_paths_is_a_usage_error(capsys):
 
 @pytest.mark.slow
 def test_demo_builds_and_summarises(tmp_path):
-    out = run(["demo", "--dir", tmp_path])
+    out = run(["demo", "--dir", tmp_path, "--no-lab"])
     assert out.returncode == 0, out.stderr
     assert "Base models:" in out.stdout and "Refused (never loaded)" in out.stdout
     assert "flux1" in out.stdout and "loha" in out.stdout
