@@ -118,7 +118,6 @@ def flux_kohya(*, tiny: bool) -> list[Module]:
     if tiny:
         return [
             ("lora_unet_double_blocks_0_img_attn_qkv", 3072, 9216, 0),
-            ("lora_unet_double_blocks_0_txt_attn_proj", 3072, 3072, 0),
         ]
     mods: list[Module] = []
     for i in (0,):
@@ -186,9 +185,7 @@ def sd3_diffusers(*, tiny: bool) -> list[Module]:
             ("transformer.transformer_blocks.0.attn.to_q", 1536, 1536, 0),
             ("transformer.transformer_blocks.0.attn.add_q_proj", 1536, 1536, 0),
         ]
-    return _dit_double("transformer.", 0, 1536, norms=False) + _dit_double(
-        "transformer.", 12, 1536, norms=False
-    )
+    return _dit_double("transformer.", 0, 1536, norms=False) + _dit_double("transformer.", 12, 1536, norms=False)
 
 
 def sdxl_diffusers(*, tiny: bool) -> list[Module]:

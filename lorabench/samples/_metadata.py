@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -340,10 +341,8 @@ def _spec(params: LoraParams, args: KohyaArgs, res: tuple[int, int], commit: str
     )
 
 
-def peft_adapter_metadata(
-    prefix: str, rank: int, alpha: float, targets: list[str], *, dora: bool = False
-) -> str:
-    """diffusers' ``lora_adapter_metadata`` (LoraConfig packed with a component prefix)."""
+@functools.lru_cache(maxsize=256)
+def _adapter_json(prefix: str, rank: int, alpha: float, targets: tuple[str, ...], dora: bool) -> str:
     config = {
         f"{prefix}.r": rank,
         f"{prefix}.lora_alpha": int(alpha) if float(alpha).is_integer() else alpha,
@@ -357,6 +356,11 @@ def peft_adapter_metadata(
         f"{prefix}.alpha_pattern": {},
     }
     return json.dumps(config, indent=2, sort_keys=True)
+
+
+def peft_adapter_metadata(prefix: str, rank: int, alpha: float, targets: list[str], *, dora: bool = False) -> str:
+    """diffusers' ``lora_adapter_metadata`` (LoraConfig packed with a component prefix)."""
+    return _adapter_json(prefix, rank, alpha, tuple(targets), dora)
 
 
 def aitoolkit_metadata(params: LoraParams, base_version: str) -> dict[str, str]:

@@ -55,7 +55,7 @@ class Producer:
     carries_trigger: bool = True
     default_alpha: Callable[[int], float] = _half
     rank_is_none: bool = False
-    tiny_ranks: tuple[int, ...] = (4, 2)
+    tiny_ranks: tuple[int, ...] = (2, 4)
 
     def resolve(self, params: LoraParams) -> tuple[int, float, str]:
         """``(rank, alpha, dtype)`` after applying the producer's defaults."""
@@ -99,6 +99,7 @@ class Producer:
             "dtype": dtype,
             "trigger_words": [params.trigger] if params.trigger and self.carries_trigger else [],
             "components": dict(sorted(comps.items())),
+            "error": None,
         }
 
     def __call__(self, params: LoraParams | None = None, **overrides: Any) -> Produced:
@@ -243,7 +244,8 @@ def _m_sd15_conv(p: LoraParams) -> list[A.Module]:
 
 
 def _m_boft(p: LoraParams) -> list[A.Module]:
-    return [m for m in A.sd_unet(1, tiny=p.tiny) if "down_blocks_0" in m[0]]
+    mods = [m for m in A.sd_unet(1, tiny=p.tiny) if "down_blocks_0" in m[0]]
+    return mods[:1] if p.tiny else mods  # BOFT blocks are large: one module when tiny
 
 
 def _m_sd2(p: LoraParams) -> list[A.Module]:
@@ -305,11 +307,13 @@ def _registry() -> dict[str, Producer]:
     lyco15 = rep(SD15, network_module="lycoris.kohya")
     lyco15_nodim = rep(lyco15, dim_none=True)
     lycoxl = rep(SDXL, network_module="lycoris.kohya")
-    pony = rep(SDXL, sd_model_name="ponyDiffusionV6XL_v6StartWithThisOne.safetensors",
-               clip_skip=2, dataset_config=False)
+    pony = rep(
+        SDXL, sd_model_name="ponyDiffusionV6XL_v6StartWithThisOne.safetensors", clip_skip=2, dataset_config=False
+    )
     illu = rep(SDXL, sd_model_name="illustriousXL_v01.safetensors")
     conv = {"conv_rank": 0, "conv_alpha": 1.0}
     f16, bf16 = ("F16",), ("BF16",)
+    # fmt: off
     items = [
         P("kohya-sd15-lora", "kohya", "lora", "sd1", "characters", "SD 1.5",
           ("F16", "BF16", "F32"), (8, 4, 16), _lora_tensors(_m_sd15), _kohya(SD15)),
@@ -331,7 +335,7 @@ def _registry() -> dict[str, Producer]:
         P("kohya-oft", "kohya", "oft", "sdxl", "styles", "SDXL 1.0", ("BF16", "F16"),
           (32, 16, 8), _lora_tensors(_m_oft, "oft"),
           _kohya(rep(SDXL, network_module="networks.oft")), default_alpha=_one,
-          tiny_ranks=(32, 64)),
+          tiny_ranks=(64, 32)),
         P("kohya-no-metadata", "kohya", "lora", "sd1", "concepts", "SD 1.5", f16, (4, 8),
           _lora_tensors(_m_sd15),
           _kohya(rep(SD15, minimal=True), lambda r: {"module_dropout": "0.1"}),
@@ -388,6 +392,7 @@ def _registry() -> dict[str, Producer]:
           _lora_tensors(_mods(A.flux_diffusers, norms=True), style="peft", alpha=None),
           _aitk_meta, alpha_source="none", tiny_ranks=_WIDE),
     ]
+    # fmt: on
     return {p.id: p for p in items}
 
 

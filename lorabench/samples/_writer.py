@@ -83,9 +83,7 @@ def _floats_to(values: np.ndarray, dtype: str) -> bytes:
     if dtype == "BOOL":
         return (values > 0).astype(np.uint8).tobytes()
     if dtype in _NP_INT:
-        return np.round(values * 100).clip(0 if dtype[0] == "U" else -100, 100).astype(
-            _NP_INT[dtype]
-        ).tobytes()
+        return np.round(values * 100).clip(0 if dtype[0] == "U" else -100, 100).astype(_NP_INT[dtype]).tobytes()
     if dtype.startswith("F8_"):
         # small finite codes only: sign bit + exponent/mantissa below the NaN/inf range
         codes = (np.abs(values) * 2000).astype(np.int64).clip(0, 0x3F)
@@ -179,9 +177,7 @@ def tensor_region(tensors: Mapping[str, TensorSpec]) -> bytes:
     return b"".join(_resolved(name, tensors[name]) for name in _sorted_names(tensors))
 
 
-def serialize(
-    tensors: Mapping[str, TensorSpec], metadata: Mapping[str, str] | None = None
-) -> bytes:
+def serialize(tensors: Mapping[str, TensorSpec], metadata: Mapping[str, str] | None = None) -> bytes:
     """The complete bytes of a safetensors file."""
     _check_metadata(metadata)
     names = _sorted_names(tensors)
