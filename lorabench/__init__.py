@@ -1,12 +1,29 @@
 """lorabench — a Jupyter-native workbench for large collections of LoRA adapters.
 
 >>> import lorabench
->>> info = lorabench.inspect("my_lora.safetensors", hashes=True)
->>> info.base_model, info.algorithm, info.rank
+>>> info = lorabench.inspect("my_lora.safetensors", hashes=True)     # doctest: +SKIP
+>>> with lorabench.Catalog() as cat:                                  # doctest: +SKIP
+...     cat.import_library(["~/loras"])
+...     cat.search("base:sdxl rating:>=4 sort:-rating", limit=20).df()
 """
 
+from lorabench._notebooks import import_targets, library_chart, notebook_path, run_notebook
 from lorabench._version import __version__
+from lorabench.catalog import Catalog
 from lorabench.errors import LorabenchError
 from lorabench.files import LoraInfo, inspect, read_header
+from lorabench.importer import ImportReport
 
-__all__ = ["LoraInfo", "LorabenchError", "__version__", "inspect", "read_header"]
+__all__ = [
+    "Catalog",
+    "ImportReport",
+    "LoraInfo",
+    "LorabenchError",
+    "__version__",
+    "import_targets",
+    "inspect",
+    "library_chart",
+    "notebook_path",
+    "read_header",
+    "run_notebook",
+]

@@ -112,21 +112,27 @@ class Catalog:
         """Rows matching a query in lorabench's search language (see the README)."""
         cols = _checked_columns(columns)
         compiled = compile_query(query)
-        # Only allow-listed identifiers and compiled SQL with ? placeholders are formatted in.
-        sql = (f"SELECT {cols}, count(*) OVER () AS _total FROM lora_view l "  # noqa: S608
-               f"WHERE {compiled.where} ORDER BY {compiled.order_by}")  # fmt: skip
-        params = list(compiled.params)
-        if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            params += [max(0, int(limit)), max(0, int(offset))]
-        elif offset:
-            sql += " OFFSET ?"
-            params.append(max(0, int(offset)))
+        where, order = compiled.where, compiled.order_by
         with self._session() as conn:
-            cur = self._run(conn, sql, params)
-            rows = cur.fetchall()
-            total = rows[0][-1] if rows else self._count(conn, compiled)
-        return SearchResult(list(columns), [r[:-1] for r in rows], total=int(total), query=query)
+            if limit is None and not offset:
+                rows = self._run(conn, f"SELECT {cols} FROM lora_view l WHERE {where} ORDER BY {order}",  # noqa: S608
+                                 compiled.params).fetchall()  # fmt: skip
+                return SearchResult(list(columns), rows, total=len(rows), query=query)
+            # Page narrow rows first (the WHERE is evaluated once, with the total as a window count),
+            # then fetch the wide rows of that page only.
+            page_rows = self._run(
+                conn, f"SELECT l.id, count(*) OVER () FROM lora_view l WHERE {where} ORDER BY {order} "  # noqa: S608
+                "LIMIT ? OFFSET ?",
+                [*compiled.params, max(0, int(limit)) if limit is not None else 2**62, max(0, int(offset))],
+            ).fetchall()  # fmt: skip
+            page = [r[0] for r in page_rows]
+            total = page_rows[0][1] if page_rows else self._count(conn, compiled)
+            fetched = []
+            if page:
+                sql = f"SELECT l.id, {cols} FROM lora_view l SEMI JOIN (SELECT unnest(?) AS id) p ON p.id = l.id"  # noqa: S608
+                fetched = self._run(conn, sql, [page]).fetchall()
+        by_id = {r[0]: r[1:] for r in fetched}
+        return SearchResult(list(columns), [by_id[i] for i in page if i in by_id], total=total, query=query)
 
     def _count(self, conn: Any, compiled: Any) -> int:
         row = self._run(conn, f"SELECT count(*) FROM lora_view l WHERE {compiled.where}",  # noqa: S608

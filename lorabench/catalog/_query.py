@@ -262,10 +262,11 @@ def _any_element(column: str, test: str) -> str:
 
 
 def _free_text(value: str) -> tuple[str, list[Any]]:
-    pattern = f"%{_escape_like(value)}%"
-    parts = [f"l.{c} ILIKE ? ESCAPE '\\'" for c in vocab.FREE_TEXT_COLUMNS]
-    parts += [_any_element(c, "x ILIKE ? ESCAPE '\\'") for c in vocab.FREE_TEXT_LISTS]
-    return " OR ".join(parts), [pattern] * len(parts)
+    # One scan of the pre-lowered search_text column (name, title, description, path, trigger words,
+    # training tags; see catalog._rows.search_text) plus the user's tags, which live in curation.
+    pattern = f"%{_escape_like(value.lower())}%"
+    return ("(l.search_text LIKE ? ESCAPE '\\' OR array_to_string(l.user_tags, chr(31)) ILIKE ? ESCAPE '\\')",
+            [pattern, pattern])  # fmt: skip
 
 
 def _list_match(columns: tuple[str, ...], segments: list[tuple[str, bool]]) -> tuple[str, list[Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from lorabench.files import LoraInfo
 
-__all__ = ["LORA_COLUMNS", "error_row", "lora_row"]
+__all__ = ["LORA_COLUMNS", "error_row", "lora_row", "search_text"]
 
 #: Columns the importer writes (``id`` and ``first_seen`` are kept on update).
 LORA_COLUMNS: tuple[str, ...] = (
@@ -19,7 +19,8 @@ LORA_COLUMNS: tuple[str, ...] = (
     "dtype", "n_tensors", "n_modules", "epochs", "steps", "images", "resolution", "network_module",
     "optimizer", "learning_rate", "base_model_name", "trained_at", "trigger_words", "training_tags",
     "sha256", "autov2", "autov3", "tensor_sha256", "legacy_hash", "hashed_at", "preview_path",
-    "sidecar_kinds", "sidecar_nsfw", "sidecar_weight", "info", "first_seen", "last_seen", "updated_at",
+    "sidecar_kinds", "sidecar_nsfw", "sidecar_weight", "info", "search_text", "first_seen", "last_seen",
+    "updated_at",
 )  # fmt: skip
 
 _MAX_TEXT = 64 * 1024
@@ -115,6 +116,8 @@ def lora_row(
         "sidecar_nsfw": nsfw if isinstance(nsfw, bool) else None,
         "sidecar_weight": weight if weight else None,
         "info": json.dumps(_slim_info(info), ensure_ascii=False, allow_nan=False, default=str),
+        "search_text": search_text(info.name, info.title, description, info.path,
+                                   [t["word"] for t in info.trigger_words], list(info.tags)),
         "first_seen": now, "last_seen": now, "updated_at": now,
     }  # fmt: skip
 
@@ -131,8 +134,16 @@ def error_row(
         status=status, missing=False, offline=False, error_code=code, error_message=message[:1024],
         trigger_words=[], training_tags=[], sidecar_kinds=[], first_seen=now, last_seen=now, updated_at=now,
         info=json.dumps({"path": path, "error": {"code": code, "message": message}}),
+        search_text=search_text(name, name, None, path, [], []),
     )  # fmt: skip
     return row
+
+
+def search_text(name: str, title: str | None, description: str | None, path: str, triggers: list[str],
+                tags: list[str]) -> str:  # fmt: skip
+    """Everything free-text search looks at, lower-cased and joined by U+001F (one column to scan)."""
+    parts = [name, title or "", (description or "")[:8192], path, *triggers[:_MAX_TAGS], *tags[:_MAX_TAGS]]
+    return "\x1f".join(p.lower() for p in parts if p)
 
 
 def _iso(value: Any) -> datetime | None:

@@ -95,6 +95,7 @@ def _initial() -> tuple[str, ...]:
             sidecar_nsfw BOOLEAN,
             sidecar_weight DOUBLE,
             info JSON,
+            search_text VARCHAR,
             first_seen TIMESTAMP NOT NULL,
             last_seen TIMESTAMP,
             updated_at TIMESTAMP
@@ -158,8 +159,69 @@ def _initial() -> tuple[str, ...]:
                COALESCE(c.favorite, FALSE) AS favorite, c.rating, c.notes,
                COALESCE(c.user_tags, []::VARCHAR[]) AS user_tags, c.trigger_groups,
                COALESCE(c.preferred_weight, l.sidecar_weight) AS preferred_weight,
-               COALESCE(c.nsfw, l.sidecar_nsfw, FALSE) AS nsfw
+               COALESCE(c.nsfw, l.sidecar_nsfw, FALSE) AS nsfw,
+               COALESCE(l.search_text, '') AS search_text
         FROM loras l LEFT JOIN curation c ON c.lora_id = l.id""",
+    )
+
+
+@migration(2, "generation results")
+def _generation_results() -> tuple[str, ...]:
+    # Written by the generation queue through catalog/_history.py. A row is inserted only after
+    # its image file was renamed into place, and deleted before the file is removed, so no row
+    # ever points at a missing file. No foreign keys: LoRA rows may come and go with rescans.
+    return (
+        "CREATE SEQUENCE result_id_seq START 1",
+        """CREATE TABLE results (
+            id BIGINT PRIMARY KEY DEFAULT nextval('result_id_seq'),
+            job_id VARCHAR NOT NULL,
+            job_key VARCHAR NOT NULL,
+            image_index INTEGER NOT NULL,
+            path VARCHAR NOT NULL UNIQUE,
+            format VARCHAR NOT NULL,
+            width INTEGER,
+            height INTEGER,
+            bytes BIGINT NOT NULL,
+            content_sha256 VARCHAR NOT NULL,
+            seed BIGINT,
+            prompt VARCHAR,
+            negative_prompt VARCHAR,
+            request JSON NOT NULL,
+            infotext VARCHAR,
+            params JSON,
+            backend VARCHAR,
+            day DATE NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            queue_wait_s DOUBLE,
+            generation_s DOUBLE,
+            total_s DOUBLE,
+            rating TINYINT,
+            favorite BOOLEAN NOT NULL DEFAULT FALSE,
+            UNIQUE (job_id, image_index)
+        )""",
+        "CREATE INDEX results_job_key ON results (job_key)",
+        "CREATE INDEX results_day ON results (day)",
+        """CREATE TABLE result_loras (
+            result_id BIGINT NOT NULL,
+            position INTEGER NOT NULL,
+            name VARCHAR NOT NULL,
+            weight DOUBLE,
+            hash VARCHAR,
+            lora_id BIGINT,
+            matched_by VARCHAR,
+            PRIMARY KEY (result_id, position)
+        )""",
+        "CREATE INDEX result_loras_lora ON result_loras (lora_id)",
+        "CREATE INDEX result_loras_name ON result_loras (name)",
+        """CREATE TABLE result_deliveries (
+            result_id BIGINT NOT NULL,
+            sink VARCHAR NOT NULL,
+            ok BOOLEAN NOT NULL,
+            attempts INTEGER NOT NULL,
+            detail VARCHAR,
+            delivered_at TIMESTAMP NOT NULL
+        )""",
+        "CREATE INDEX result_deliveries_result ON result_deliveries (result_id)",
     )
 
 

@@ -77,7 +77,7 @@ def hash_file(path: str | os.PathLike[str], data_start: int | None = None) -> Fi
         tensor = hashlib.sha256() if data_start is not None else None
         legacy = hashlib.sha256()
         offset = 0
-        buf = bytearray(CHUNK_SIZE)
+        buf = bytearray(max(1, min(CHUNK_SIZE, st.st_size)))  # small files: no 4 MiB buffer to zero
         view = memoryview(buf)
         while True:
             got = os.readv(fd, [buf])

@@ -75,6 +75,10 @@ class ImportReport:
     def __str__(self) -> str:
         return self.table()
 
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items() if v)
+        return f"<ImportReport {'dry run' if self.dry_run else self.status}: {counts or 'nothing to do'}>"
+
     def _repr_html_(self) -> str:  # a notebook shows the text table, escaped
         import html
 

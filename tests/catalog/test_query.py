@@ -18,6 +18,7 @@ from lorabench.catalog._query import (
     describe_syntax,
     facets,
 )
+from lorabench.catalog._rows import search_text
 from lorabench.errors import CatalogError, QuerySyntaxError
 
 NOW = datetime(2026, 3, 10, 12, 0)
@@ -30,7 +31,7 @@ COLUMNS = """
     epochs INTEGER, steps INTEGER, images INTEGER, network_module VARCHAR, optimizer VARCHAR,
     trigger_words VARCHAR[], training_tags VARCHAR[], sha256 VARCHAR, autov2 VARCHAR, autov3 VARCHAR,
     tensor_sha256 VARCHAR, preview_path VARCHAR, sidecar_kinds VARCHAR[], favorite BOOLEAN, rating INTEGER,
-    notes VARCHAR, user_tags VARCHAR[], preferred_weight DOUBLE, nsfw BOOLEAN
+    notes VARCHAR, user_tags VARCHAR[], preferred_weight DOUBLE, nsfw BOOLEAN, search_text VARCHAR
 """
 NAMES = [c.split()[0] for c in COLUMNS.replace("\n", " ").split(",")]
 
@@ -98,6 +99,9 @@ def conn():
     for row_id, row in ROWS.items():
         values = {**DEFAULTS, **row, "id": row_id}
         values.setdefault("path", f"/loras/{values['folder'] or ''}/{values['name']}.safetensors")
+        values["search_text"] = search_text(values["name"] or "", values.get("title"), values.get("description"),
+                                            values["path"] or "", values.get("trigger_words") or [],
+                                            values.get("training_tags") or [])  # fmt: skip
         con.execute(f"INSERT INTO lora_view VALUES ({', '.join('?' * len(NAMES))})", [values.get(n) for n in NAMES])
     yield con
     con.close()
@@ -462,7 +466,7 @@ def test_or_and_parentheses(conn, query, expected):
 
 
 def test_parenthesis_inside_a_word_at_top_level_is_literal(conn):
-    conn.execute("INSERT INTO lora_view (id, name) VALUES (99, 'lora(v2)')")
+    conn.execute("INSERT INTO lora_view (id, name, search_text) VALUES (99, 'lora(v2)', 'lora(v2)')")
     try:
         assert ids(conn, "lora(v2)") == [99]
         assert ids(conn, '(name:"lora(v2)")') == [99]

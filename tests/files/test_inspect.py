@@ -43,7 +43,7 @@ TRUTH = {
 
 
 def test_every_producer_is_covered():
-    assert set(TRUTH) == {p for p in PRODUCERS}
+    assert set(TRUTH) == set(PRODUCERS)
 
 
 @pytest.mark.parametrize("producer", sorted(TRUTH))
