@@ -42,7 +42,7 @@ logger = logging.getLogger("lorabench.catalog")
 _LOCK_CONFLICT = re.compile(r"Could not set lock|Conflicting lock|database is locked", re.IGNORECASE)
 _PID = re.compile(r"PID (\d+)")
 _YIELD_PAUSE = 0.03
-_WAL_TROUBLE = re.compile(r"WAL|replay|checksum|corrupt", re.IGNORECASE)
+_WAL_TROUBLE = re.compile(r"\bWAL\b|write-ahead|replay", re.IGNORECASE)
 
 
 class Gateway:
@@ -178,6 +178,10 @@ class Gateway:
             except duckdb.IOException as exc:
                 message = str(exc)
                 if not _LOCK_CONFLICT.search(message):
+                    if self._can_quarantine(message, quarantined):
+                        self._quarantine_wal(exc)
+                        quarantined = True
+                        continue
                     raise CatalogError(f"Cannot open the catalog {self.path}: {message}") from exc
                 if time.monotonic() + delay > stop:
                     pid = _PID.search(message)
@@ -188,10 +192,14 @@ class Gateway:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.25)
             except duckdb.Error as exc:
-                if quarantined or not _WAL_TROUBLE.search(str(exc)) or not Path(self.path + ".wal").exists():
+                if not self._can_quarantine(str(exc), quarantined):
                     raise CatalogError(f"Cannot open the catalog {self.path}: {exc}") from exc
                 self._quarantine_wal(exc)
                 quarantined = True
+
+    def _can_quarantine(self, message: str, already: bool) -> bool:
+        """Only a failure that names the write-ahead log, with a WAL present, moves the WAL aside."""
+        return not already and bool(_WAL_TROUBLE.search(message)) and Path(self.path + ".wal").exists()
 
     def _quarantine_wal(self, exc: Exception) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")

@@ -245,7 +245,7 @@ def migrate(conn: duckdb.DuckDBPyConnection, *, target: int | None = None) -> in
         raise SchemaVersionError(
             f"This catalog has schema version {version}; this lorabench knows up to {SCHEMA_VERSION}"
         )
-    for step in MIGRATIONS[version : target or SCHEMA_VERSION]:
+    for step in MIGRATIONS[version : SCHEMA_VERSION if target is None else target]:
         conn.execute("BEGIN TRANSACTION")
         try:
             for statement in step.statements:

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["import_library"]
 
-_BATCH_FILES = 2000
-_BATCH_SECONDS = 1.0
+_BATCH_FILES = 1000  # rows per transaction: bounds how long another process waits for the file
+_BATCH_SECONDS = 0.5
 
 
 def _now() -> datetime:

@@ -113,6 +113,14 @@ def scan(
                 if name.startswith("."):
                     continue
                 if entry.is_dir(follow_symlinks=False):
+                    if follow_symlinks:  # followed links may lead back here: remember every folder
+                        try:
+                            dst = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        if (dst.st_dev, dst.st_ino) in seen_dirs:
+                            continue
+                        seen_dirs.add((dst.st_dev, dst.st_ino))
                     if depth < max_depth:
                         stack.append((entry.path, depth + 1))
                     continue
