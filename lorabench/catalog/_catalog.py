@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import duckdb
+
 from lorabench.catalog._gateway import Gateway
 from lorabench.catalog._query import compile_query, facets
 from lorabench.catalog._results import ResultSet, SearchResult
@@ -69,7 +71,13 @@ class Catalog:
 
     def _on_open(self, conn: Any) -> None:
         if not self._migrated:
-            migrate(conn)
+            try:
+                migrate(conn)
+            except duckdb.Error as exc:
+                raise CatalogError(
+                    f"Could not bring the catalog {self.path} up to schema version {SCHEMA_VERSION}: {exc}",
+                    hint="The catalog is unchanged (each migration is atomic); check free disk space and retry.",
+                ) from exc
             self._migrated = True
 
     def _session(self, write: bool = False) -> Any:
