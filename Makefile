@@ -30,6 +30,10 @@ lint: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_files.py
+	$(BIN)/python benchmarks/bench_import.py
+	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_concurrent.py
+	$(BIN)/python benchmarks/bench_gallery.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build dist .pytest_cache .ruff_cache

@@ -32,7 +32,8 @@ def test_environment_yml_matches_pyproject():
     assert conda == wanted
 
 
-SUBPACKAGES = ["lorabench", "lorabench.files", "lorabench.samples", "lorabench.errors", "lorabench.cli"]
+SUBPACKAGES = ["lorabench", "lorabench.files", "lorabench.samples", "lorabench.errors", "lorabench.cli",
+               "lorabench.catalog", "lorabench.importer", "lorabench.sdnext", "lorabench.widgets"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)
