@@ -91,24 +91,27 @@ class Store:
         return {r[1]: Fingerprint(*r) for r in rows}
 
     def diff(
-        self, found: Sequence[Any], scopes: Sequence[str], unreachable: Sequence[str]
+        self,
+        found: dict[str, Any],
+        rows: Sequence[tuple[str, int, int, int, str]],
+        scopes: Sequence[str],
+        unreachable: Sequence[str],
     ) -> tuple[list[tuple[Any, Fingerprint | None]], list[Fingerprint], list[Fingerprint]]:
         """Compare a scan with the catalog inside DuckDB, returning only what needs attention.
 
-        ``found`` are scanned files (objects with ``path``, ``size``, ``mtime_ns``, ``inode``,
-        ``sidecar_fingerprint``). Returns ``(attention, vanished, offline)``: scanned files that are
-        new, changed, missing/offline before or unhashed — each with its fingerprint (``None`` when
-        new); rows in ``scopes`` that were not found (and are not already missing); and rows under
-        ``unreachable`` folders.
+        ``found`` maps scanned paths to their scan entries; ``rows`` holds ``(path, size,
+        mtime_ns, inode, sidecar_fingerprint)`` for each. Returns ``(attention, vanished,
+        offline)``: scanned files that are new, changed, missing/offline before or unhashed, each
+        with its fingerprint (``None`` when new); rows in ``scopes`` that were not found (and are
+        not already missing); and rows under ``unreachable`` folders.
         """
         import pyarrow as pa
 
-        table = pa.table({
-            "path": [f.path for f in found], "size": [f.size for f in found],
-            "mtime_ns": [f.mtime_ns for f in found], "inode": [f.inode for f in found],
-            "sidecar_fingerprint": [f.sidecar_fingerprint for f in found],
-        })  # fmt: skip
-        by_path = {f.path: f for f in found}
+        names = ["path", "size", "mtime_ns", "inode", "sidecar_fingerprint"]
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
+        types = [pa.string(), pa.int64(), pa.int64(), pa.int64(), pa.string()]
+        table = pa.table([pa.array(c, t) for c, t in zip(columns, types, strict=True)], names=names)
+        by_path = found
         cols = ", ".join(f"l.{c}" for c in _FP_COLUMNS)
         scope_params = [p.rstrip(os.sep) + os.sep for p in scopes]
         in_scope = " OR ".join("starts_with(l.path, ?)" for _ in scopes) or "FALSE"

@@ -156,7 +156,7 @@ def import_library(
     scopes = _resolve_scopes(paths, store.roots())
     roots = sorted({r for r, _ in scopes} | set(store.roots()))
     result = scan(roots, scopes, follow_symlinks=follow_symlinks)
-    attention, vanished, offline = store.diff(list(result.files.values()), [s for _, s in scopes],
+    attention, vanished, offline = store.diff(result.files, result.rows, [s for _, s in scopes],
                                               result.unreachable)  # fmt: skip
     plan = _plan(attention, vanished, offline, len(result.files), force_resync, result.files)
     report = ImportReport(dry_run=dry_run, roots=sorted({r for r, _ in scopes}), scope=[s for _, s in scopes])

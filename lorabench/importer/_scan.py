@@ -49,6 +49,8 @@ class ScanResult:
     """What a walk found: files by path, skipped entries, and roots that could not be reached."""
 
     files: dict[str, Found] = field(default_factory=dict)
+    rows: list[tuple[str, int, int, int, str]] = field(default_factory=list)
+    """``(path, size, mtime_ns, inode, sidecar_fingerprint)`` per file, for a columnar diff."""
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
     folders: int = 0
@@ -187,6 +189,8 @@ def _collect(
     for entry in others:
         name = entry.name
         low = name.lower()
+        if not low.endswith(_SIDECAR_SUFFIXES):
+            continue
         for suffix in _SIDECAR_SUFFIXES:
             if low.endswith(suffix):
                 parts = stems.get(name[: -len(suffix)])
@@ -214,7 +218,10 @@ def _collect(
         seen_files.add(key)
         path = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
         stem = entry.name.rsplit(".", 1)[0]
+        sidecars = stems[stem]
+        fingerprint = _fingerprint(sidecars) if sidecars else ""
         result.files[path] = Found(
             path=path, root=root, folder=rel, name=stem, size=st.st_size, mtime_ns=st.st_mtime_ns,
-            inode=st.st_ino, device=st.st_dev, kind=kind, sidecar_fingerprint=_fingerprint(stems[stem]),
+            inode=st.st_ino, device=st.st_dev, kind=kind, sidecar_fingerprint=fingerprint,
         )  # fmt: skip
+        result.rows.append((path, st.st_size, st.st_mtime_ns, st.st_ino, fingerprint))
