@@ -33,6 +33,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_import.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_concurrent.py
+	$(BIN)/python benchmarks/bench_queue.py
 	$(BIN)/python benchmarks/bench_gallery.py
 
 clean:

@@ -19,6 +19,7 @@ __all__ = [
     "ImportReport",
     "LoraInfo",
     "LorabenchError",
+    "Queue",
     "__version__",
     "import_targets",
     "inspect",
@@ -27,3 +28,12 @@ __all__ = [
     "read_header",
     "run_notebook",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The queue pulls in httpx and Pillow; import it only when someone asks for it.
+    if name == "Queue":
+        from lorabench.queue import Queue
+
+        return Queue
+    raise AttributeError(f"module 'lorabench' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 - ``LORABENCH_HOME``: the home directory (default: the platform's user data
   directory, e.g. ``~/.local/share/lorabench``). It holds ``catalog.duckdb``,
-  ``thumbnails/`` and ``results/``.
+  ``queue.sqlite`` (the generation queue), ``thumbnails/`` and ``results/``.
 - ``LORABENCH_CATALOG``: overrides the catalog file alone (``:memory:`` allowed).
 """
 

@@ -33,7 +33,7 @@ def test_environment_yml_matches_pyproject():
 
 
 SUBPACKAGES = ["lorabench", "lorabench.files", "lorabench.samples", "lorabench.errors", "lorabench.cli",
-               "lorabench.catalog", "lorabench.importer", "lorabench.sdnext", "lorabench.widgets"]
+               "lorabench.catalog", "lorabench.importer", "lorabench.sdnext", "lorabench.widgets", "lorabench.queue"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

@@ -5,6 +5,7 @@ queue — goes through :class:`Catalog` (and the importer through its store).
 """
 
 from lorabench.catalog._catalog import SEARCH_COLUMNS, Catalog
+from lorabench.catalog._history import History, NewImage, ResultRecord
 from lorabench.catalog._query import FIELDS, CompiledQuery, FieldInfo, Term, compile_query, describe_syntax
 from lorabench.catalog._results import ResultSet, SearchResult
 from lorabench.catalog._schema import MIGRATIONS, SCHEMA_VERSION
@@ -19,6 +20,9 @@ __all__ = [
     "CompiledQuery",
     "FieldInfo",
     "Fingerprint",
+    "History",
+    "NewImage",
+    "ResultRecord",
     "ResultSet",
     "SearchResult",
     "Store",

@@ -17,6 +17,7 @@ once; it never waits. The gateway hides that:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -26,6 +27,7 @@ import shutil
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +95,7 @@ class Gateway:
         if not self.memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._filelock = filelock.FileLock(self.path + ".lock", thread_local=False)
+        _GATEWAYS.add(self)
 
     def __repr__(self) -> str:
         return f"Gateway({self.path!r})"
@@ -273,6 +276,21 @@ class Gateway:
     def is_open(self) -> bool:
         """Whether a connection (and the file) is held right now."""
         return self._conn is not None
+
+
+_GATEWAYS: weakref.WeakSet[Gateway] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Close lingering connections before the interpreter shuts down.
+
+    Otherwise the linger timer may close DuckDB from a daemon thread during shutdown, which
+    aborts the process.
+    """
+    for gateway in list(_GATEWAYS):
+        with contextlib.suppress(Exception):
+            gateway.close()
 
 
 def _read_holder(path: str) -> str | None:

@@ -9,10 +9,12 @@ hex) and otherwise by name (``loras.name``, or with dots read as ``_`` as SD.Nex
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -31,33 +33,22 @@ __all__ = ["History", "NewImage", "ResultRecord"]
 logger = logging.getLogger("lorabench.catalog")
 
 _UNSET: Any = object()
+_LINK_RECHECK = 2.0
 _HEX = frozenset("0123456789abcdef")
 _COLUMNS = (
-    "id",
-    "job_id",
-    "job_key",
-    "image_index",
-    "path",
-    "format",
-    "width",
-    "height",
-    "bytes",
-    "content_sha256",
-    "seed",
-    "prompt",
-    "negative_prompt",
-    "request",
-    "infotext",
-    "params",
-    "backend",
-    "day",
-    "created_at",
-    "queue_wait_s",
-    "generation_s",
-    "total_s",
-    "rating",
-    "favorite",
-)
+    "id", "job_id", "job_key", "image_index", "path", "format", "width", "height", "bytes", "content_sha256",
+    "seed", "prompt", "negative_prompt", "request", "infotext", "params", "backend", "day", "created_at",
+    "queue_wait_s", "generation_s", "total_s", "rating", "favorite",
+)  # fmt: skip
+_INSERTED = _COLUMNS[1:-2]  # the id comes from the sequence; rating and favourite start empty
+
+
+def _insert_sql(rows: int) -> str:
+    marks = "(" + ", ".join("?" * len(_INSERTED)) + ")"
+    return (f"INSERT INTO results ({', '.join(_INSERTED)}) VALUES {', '.join([marks] * rows)} "  # noqa: S608
+            "RETURNING id, image_index")  # fmt: skip
+
+
 _SELECT = "SELECT " + ", ".join(f"r.{c}" for c in _COLUMNS) + " FROM results r"  # noqa: S608 (fixed column names)
 
 
@@ -117,6 +108,11 @@ class ResultRecord:
         return [str(item["name"]) for item in self.loras if item.get("name")]
 
 
+def _stored(record: ResultRecord, column: str) -> Any:
+    value = getattr(record, column)
+    return json.dumps(value, ensure_ascii=False, default=str) if column in ("request", "params") else value
+
+
 def _json(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -142,6 +138,9 @@ class History:
         self.catalog = catalog
         self._gateway = catalog._gateway
         self.results_dir = Path(results_dir) if results_dir is not None else home_dir() / "results"
+        self._link_cache: dict[tuple[str, str | None], tuple[int | None, str | None]] = {}
+        self._link_stamp: tuple[Any, ...] | None = None
+        self._link_checked = -math.inf
 
     def __repr__(self) -> str:
         return f"History({self.catalog.path!r})"
@@ -149,75 +148,61 @@ class History:
     # ------------------------------------------------------------------ writing
 
     def record(
-        self,
-        job_id: str,
-        job_key: str,
-        request: Mapping[str, Any],
-        images: Sequence[NewImage],
-        *,
-        day: date,
-        backend: str | None = None,
-        queue_wait_s: float | None = None,
-        generation_s: float | None = None,
-        total_s: float | None = None,
-        created_at: datetime | None = None,
-    ) -> list[ResultRecord]:
+        self, job_id: str, job_key: str, request: Mapping[str, Any], images: Sequence[NewImage], *, day: date,
+        backend: str | None = None, queue_wait_s: float | None = None, generation_s: float | None = None,
+        total_s: float | None = None, created_at: datetime | None = None,
+    ) -> list[ResultRecord]:  # fmt: skip
         """Insert one row per image (and its LoRAs) in one transaction; returns the new records."""
         when = created_at or datetime.now(UTC).replace(tzinfo=None)
-        request_json = json.dumps(dict(request), ensure_ascii=False, allow_nan=False, default=str)
-        prompt = str(request.get("prompt") or "")
-        ids: list[int] = []
+        request = dict(request)
+        prompt, negative = str(request.get("prompt") or ""), str(request.get("negative_prompt") or "")
+        prepared: list[tuple[NewImage, dict[str, Any], list[dict[str, Any]]]] = []
         with self._gateway.session(write=True) as conn:
-            links: dict[tuple[str, str | None], tuple[int | None, str | None]] = {}
+            links = self._links(conn)
             for image in images:
                 parsed = parse_infotext(image.infotext) if image.infotext else None
-                loras = parsed.loras if parsed and parsed.loras else parse_infotext(prompt).loras
+                used = parsed.loras if parsed and parsed.loras else parse_infotext(prompt).loras
                 params = parsed.to_dict() if parsed else {}
                 params.pop("raw", None)
-                row = conn.execute(
-                    """INSERT INTO results (job_id, job_key, image_index, path, format, width, height, bytes,
-                           content_sha256, seed, prompt, negative_prompt, request, infotext, params, backend,
-                           day, created_at, queue_wait_s, generation_s, total_s)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
-                    [
-                        job_id,
-                        job_key,
-                        image.index,
-                        image.path,
-                        image.format,
-                        image.width,
-                        image.height,
-                        image.nbytes,
-                        image.sha256,
-                        image.seed if image.seed is not None else request.get("seed"),
-                        prompt,
-                        str(request.get("negative_prompt") or ""),
-                        request_json,
-                        image.infotext,
-                        json.dumps(params, ensure_ascii=False, default=str),
-                        backend,
-                        day,
-                        when,
-                        queue_wait_s,
-                        generation_s,
-                        total_s,
-                    ],
-                ).fetchone()
-                result_id = int(row[0])
-                ids.append(result_id)
-                for position, item in enumerate(loras):
-                    name = str(item.get("name") or "")
-                    digest = str(item["hash"]).lower() if item.get("hash") else None
-                    if (name, digest) not in links:
-                        links[(name, digest)] = _link(conn, name, digest)
-                    lora_id, matched_by = links[(name, digest)]
-                    weight = item.get("weight")
-                    weight = float(weight) if isinstance(weight, int | float) and math.isfinite(weight) else None
-                    conn.execute(
-                        "INSERT INTO result_loras VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [result_id, position, name, weight, digest, lora_id, matched_by],
-                    )
-        return self._load(ids)
+                prepared.append((image, params, [_linked(conn, links, item) for item in used]))
+            if not prepared:
+                return []
+            shared = {"job_id": job_id, "job_key": job_key, "prompt": prompt, "negative_prompt": negative,
+                      "request": request, "backend": backend, "day": day, "created_at": when,
+                      "queue_wait_s": queue_wait_s, "generation_s": generation_s, "total_s": total_s}  # fmt: skip
+            records = [
+                ResultRecord(
+                    id=0, image_index=image.index, path=image.path, format=image.format, width=image.width,
+                    height=image.height, bytes=image.nbytes, content_sha256=image.sha256,
+                    seed=image.seed if image.seed is not None else request.get("seed"), infotext=image.infotext,
+                    params=params, loras=loras, **shared,
+                )
+                for image, params, loras in prepared
+            ]  # fmt: skip
+            # One statement per table: DuckDB's cost is per statement, not per row.
+            values = [_stored(r, c) for r in records for c in _INSERTED]
+            rows = conn.execute(_insert_sql(len(records)), values).fetchall()
+            ids = {int(index): int(rid) for rid, index in rows}
+            records = [dataclasses.replace(r, id=ids[r.image_index]) for r in records]
+            lora_values = [
+                v for r in records for n, item in enumerate(r.loras) for v in (r.id, n, *map(item.get, _LORA_KEYS))
+            ]
+            if lora_values:
+                marks = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * (len(lora_values) // 7))
+                conn.execute(f"INSERT INTO result_loras VALUES {marks}", lora_values)  # noqa: S608 (placeholders only)
+        return records
+
+    def _links(self, conn: Any) -> dict[tuple[str, str | None], tuple[int | None, str | None]]:
+        """LoRA links found so far, kept while the ``loras`` table looks unchanged (checked at most
+        every ``_LINK_RECHECK`` seconds, so an import shows up in links within that time)."""
+        now = time.monotonic()
+        if now - self._link_checked < _LINK_RECHECK:
+            return self._link_cache
+        stamp = tuple(conn.execute("SELECT count(*), max(id), max(updated_at), max(last_seen) FROM loras").fetchone())
+        if stamp != self._link_stamp:
+            self._link_cache, self._link_stamp = {}, stamp
+        self._link_checked = now
+        return self._link_cache
 
     def record_delivery(self, result_id: int, sink: str, *, ok: bool, attempts: int, detail: str | None) -> None:
         """Remember what one sink did with one result."""
@@ -256,8 +241,9 @@ class History:
         """Mark (or unmark) a result as a favourite."""
         return self.update(result_id, favorite=favorite)
 
-    def delete(self, result_ids: Iterable[int]) -> int:
-        """Delete results: rows first (one transaction), then their files. Returns the rows deleted."""
+    def delete(self, result_ids: Iterable[int], *, files: bool = True) -> int:
+        """Delete results: rows first (one transaction), then their files (unless ``files=False``).
+        Returns the rows deleted."""
         ids = sorted({int(i) for i in result_ids})
         if not ids:
             return 0
@@ -268,7 +254,7 @@ class History:
             for table, column in (("result_loras", "result_id"), ("result_deliveries", "result_id"), ("results", "id")):
                 conn.execute(f"DELETE FROM {table} WHERE list_contains(?, {column})", [ids])  # noqa: S608
         root = self.results_dir.resolve()
-        for path in paths:
+        for path in paths if files else ():
             target = Path(path)
             if not target.resolve().is_relative_to(root):
                 logger.warning(
@@ -299,22 +285,11 @@ class History:
         return self.search(job_id=job_id, limit=None, newest_first=False)
 
     def search(
-        self,
-        *,
-        lora: str | int | None = None,
-        day: date | str | None = None,
-        since: date | datetime | None = None,
-        until: date | datetime | None = None,
-        rating: int | None = None,
-        min_rating: int | None = None,
-        favorite: bool | None = None,
-        job_id: str | None = None,
-        backend: str | None = None,
-        prompt: str | None = None,
-        limit: int | None = 100,
-        offset: int = 0,
-        newest_first: bool = True,
-    ) -> list[ResultRecord]:
+        self, *, lora: str | int | None = None, day: date | str | None = None, since: date | datetime | None = None,
+        until: date | datetime | None = None, rating: int | None = None, min_rating: int | None = None,
+        favorite: bool | None = None, job_id: str | None = None, backend: str | None = None,
+        prompt: str | None = None, limit: int | None = 100, offset: int = 0, newest_first: bool = True,
+    ) -> list[ResultRecord]:  # fmt: skip
         """Results matching every filter given.
 
         ``lora`` is a catalog LoRA id (int) or a name (as used in the prompt, or the catalog's
@@ -322,7 +297,10 @@ class History:
         ``day``, inclusive) or a datetime (by ``created_at``, naive = UTC); ``prompt`` a
         case-insensitive substring.
         """
-        where, params = self._where(lora, day, since, until, rating, min_rating, favorite, job_id, backend, prompt)
+        filters = {"lora": lora, "day": day, "since": since, "until": until, "rating": rating,
+                   "min_rating": min_rating, "favorite": favorite, "job_id": job_id, "backend": backend,
+                   "prompt": prompt}  # fmt: skip
+        where, params = _where(filters)
         sql = f"SELECT r.id FROM results r WHERE {where} ORDER BY "  # noqa: S608
         sql += "r.created_at DESC, r.id DESC" if newest_first else "r.created_at, r.job_id, r.image_index, r.id"
         if limit is not None:
@@ -334,11 +312,10 @@ class History:
 
     def count(self, **filters: Any) -> int:
         """How many results match the filters of :meth:`search`."""
-        keys = ("lora", "day", "since", "until", "rating", "min_rating", "favorite", "job_id", "backend", "prompt")
-        unknown = set(filters) - set(keys)
+        unknown = set(filters) - {"lora", "day", "since", "until", *_SIMPLE}
         if unknown:
             raise TypeError(f"unknown filter(s): {sorted(unknown)}")
-        where, params = self._where(*(filters.get(k) for k in keys))
+        where, params = _where(filters)
         with self._gateway.session() as conn:
             return int(conn.execute(f"SELECT count(*) FROM results r WHERE {where}", params).fetchone()[0])  # noqa: S608
 
@@ -362,60 +339,6 @@ class History:
 
     # ------------------------------------------------------------------ helpers
 
-    @staticmethod
-    def _where(
-        lora: Any,
-        day: Any,
-        since: Any,
-        until: Any,
-        rating: Any,
-        min_rating: Any,
-        favorite: Any,
-        job_id: Any,
-        backend: Any,
-        prompt: Any,
-    ) -> tuple[str, list[Any]]:
-        clauses: list[str] = ["TRUE"]
-        params: list[Any] = []
-        if isinstance(lora, int) and not isinstance(lora, bool):
-            clauses.append("EXISTS (SELECT 1 FROM result_loras l WHERE l.result_id = r.id AND l.lora_id = ?)")
-            params.append(lora)
-        elif lora is not None:
-            clauses.append(
-                "EXISTS (SELECT 1 FROM result_loras l WHERE l.result_id = r.id AND (l.name = ? OR l.lora_id IN "
-                "(SELECT id FROM loras WHERE name = ?)))"
-            )
-            params += [str(lora), str(lora)]
-        if day is not None:
-            clauses.append("r.day = ?")
-            params.append(date.fromisoformat(day) if isinstance(day, str) else day)
-        for value, op in ((since, ">="), (until, "<=")):
-            if isinstance(value, datetime):
-                if value.tzinfo is not None:
-                    value = value.astimezone(UTC).replace(tzinfo=None)
-                clauses.append(f"r.created_at {op} ?")
-                params.append(value)
-            elif isinstance(value, date):
-                clauses.append(f"r.day {op} ?")
-                params.append(value)
-        if rating is not None:
-            clauses.append("r.rating = ?")
-            params.append(int(rating))
-        if min_rating is not None:
-            clauses.append("r.rating >= ?")
-            params.append(int(min_rating))
-        if favorite is not None:
-            clauses.append("r.favorite = ?")
-            params.append(bool(favorite))
-        for column, value in (("job_id", job_id), ("backend", backend)):
-            if value is not None:
-                clauses.append(f"r.{column} = ?")
-                params.append(str(value))
-        if prompt:
-            clauses.append("contains(lower(r.prompt), lower(?))")
-            params.append(str(prompt))
-        return " AND ".join(clauses), params
-
     def _load(self, ids: Sequence[int]) -> list[ResultRecord]:
         if not ids:
             return []
@@ -433,14 +356,12 @@ class History:
                 [wanted],
             ).fetchall()
         loras: dict[int, list[dict[str, Any]]] = {}
-        for rid, name, weight, digest, lora_id, matched_by in lora_rows:
-            loras.setdefault(rid, []).append(
-                {"name": name, "weight": weight, "hash": digest, "lora_id": lora_id, "matched_by": matched_by}
-            )
+        for rid, *values in lora_rows:
+            loras.setdefault(rid, []).append(dict(zip(_LORA_KEYS, values, strict=True)))
         deliveries: dict[int, list[dict[str, Any]]] = {}
-        for rid, sink, ok, attempts, detail, at in delivery_rows:
+        for rid, *values in delivery_rows:
             deliveries.setdefault(rid, []).append(
-                {"sink": sink, "ok": ok, "attempts": attempts, "detail": detail, "at": at}
+                dict(zip(("sink", "ok", "attempts", "detail", "at"), values, strict=True))
             )
         by_id = {}
         for row in rows:
@@ -454,24 +375,79 @@ class History:
         return [by_id[i] for i in wanted if i in by_id]
 
 
+_LORA_KEYS = ("name", "weight", "hash", "lora_id", "matched_by")
+
+
+def _linked(conn: Any, links: dict[tuple[str, str | None], Any], item: Mapping[str, Any]) -> dict[str, Any]:
+    """One used LoRA (from the infotext) with its catalog link."""
+    name = str(item.get("name") or "")
+    digest = str(item["hash"]).lower() if item.get("hash") else None
+    if (name, digest) not in links:
+        links[(name, digest)] = _link(conn, name, digest)
+    lora_id, matched_by = links[(name, digest)]
+    weight = item.get("weight")
+    weight = float(weight) if isinstance(weight, int | float) and math.isfinite(weight) else None
+    return {"name": name, "weight": weight, "hash": digest, "lora_id": lora_id, "matched_by": matched_by}
+
+
+_SIMPLE: dict[str, tuple[str, Any]] = {
+    "rating": ("r.rating = ?", int),
+    "min_rating": ("r.rating >= ?", int),
+    "favorite": ("r.favorite = ?", bool),
+    "job_id": ("r.job_id = ?", str),
+    "backend": ("r.backend = ?", str),
+    "prompt": ("contains(lower(r.prompt), lower(?))", str),
+}
+_BY_LORA_ID = "EXISTS (SELECT 1 FROM result_loras l WHERE l.result_id = r.id AND l.lora_id = ?)"
+_BY_LORA_NAME = ("EXISTS (SELECT 1 FROM result_loras l WHERE l.result_id = r.id AND (l.name = ? "
+                 "OR l.lora_id IN (SELECT id FROM loras WHERE name = ?)))")  # fmt: skip
+
+
+def _where(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE clause (placeholders only) for :meth:`History.search` filters."""
+    clauses, params = ["TRUE"], []
+    lora, day = filters.get("lora"), filters.get("day")
+    if isinstance(lora, int) and not isinstance(lora, bool):
+        clauses.append(_BY_LORA_ID)
+        params.append(lora)
+    elif lora is not None:
+        clauses.append(_BY_LORA_NAME)
+        params += [str(lora), str(lora)]
+    if day is not None:
+        clauses.append("r.day = ?")
+        params.append(date.fromisoformat(day) if isinstance(day, str) else day)
+    for key, op in (("since", ">="), ("until", "<=")):
+        value = filters.get(key)
+        if isinstance(value, datetime):
+            clauses.append(f"r.created_at {op} ?")
+            params.append(value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value)
+        elif isinstance(value, date):
+            clauses.append(f"r.day {op} ?")
+            params.append(value)
+    for key, (sql, cast) in _SIMPLE.items():
+        value = filters.get(key)
+        if value is not None and value != "":
+            clauses.append(sql)
+            params.append(cast(value))
+    return " AND ".join(clauses), params
+
+
 def _link(conn: Any, name: str, digest: str | None) -> tuple[int | None, str | None]:
-    """The catalog LoRA a used LoRA refers to: by hash when given, else by name."""
-    if digest and len(digest) >= 8 and set(digest) <= _HEX:
-        row = conn.execute(
-            """SELECT id FROM loras WHERE starts_with(lower(sha256), ?) OR starts_with(lower(tensor_sha256), ?)
-                   OR lower(autov2) = ? OR lower(autov3) = ?
-               ORDER BY missing, id LIMIT 1""",
-            [digest, digest, digest, digest],
-        ).fetchone()
-        if row:
-            return int(row[0]), "hash"
-    if name:
-        row = (
-            conn.execute("SELECT id FROM loras WHERE name = ? ORDER BY missing, id LIMIT 1", [name]).fetchone()
-            or conn.execute(
-                "SELECT id FROM loras WHERE replace(name, '.', '_') = ? ORDER BY missing, id LIMIT 1", [name]
-            ).fetchone()
-        )
-        if row:
-            return int(row[0]), "name"
-    return None, None
+    """The catalog LoRA a used LoRA refers to: by hash when given, else by name (one query)."""
+    if not (digest and len(digest) >= 8 and set(digest) <= _HEX):
+        digest = None
+    if digest is None and not name:
+        return None, None
+    row = conn.execute(
+        """WITH m AS (
+               SELECT id, missing,
+                      (? IS NOT NULL AND (starts_with(lower(sha256), ?) OR starts_with(lower(tensor_sha256), ?)
+                       OR lower(autov2) = ? OR lower(autov3) = ?)) AS by_hash,
+                      (name = ?) AS by_name, (replace(name, '.', '_') = ?) AS by_token
+               FROM loras)
+           SELECT id, CASE WHEN by_hash THEN 'hash' ELSE 'name' END FROM m
+           WHERE by_hash OR by_name OR by_token
+           ORDER BY by_hash DESC, by_name DESC, missing, id LIMIT 1""",
+        [digest, digest, digest, digest, digest, name, name],
+    ).fetchone()
+    return (int(row[0]), str(row[1])) if row else (None, None)

@@ -9,12 +9,12 @@ import traceback
 from collections.abc import Sequence
 
 from lorabench._version import __version__
-from lorabench.cli import _catalog_cmds, _demo, _inspect, _standin
+from lorabench.cli import _catalog_cmds, _demo, _inspect, _queue_cmds, _standin
 from lorabench.errors import LorabenchError
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (_inspect, _catalog_cmds, _standin, _demo)
+_COMMANDS = (_inspect, _catalog_cmds, _standin, _queue_cmds, _demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
