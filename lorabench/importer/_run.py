@@ -292,8 +292,8 @@ def _apply(
     store.mark_present([fp.id for fp in plan.restored], now)
     store.mark_missing([fp.id for fp in plan.missing], offline=False, now=now)
     store.mark_missing([fp.id for fp in plan.offline], offline=True, now=now)
-    gateway.release(yield_turn=True)
     if hashes and to_hash:
+        gateway.release(yield_turn=True)
         _hash_pass(catalog, report, to_hash, jobs, progress)
 
 

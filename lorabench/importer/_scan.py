@@ -203,25 +203,25 @@ def _collect(
                     break
     rel = os.path.relpath(folder, root)
     rel = "" if rel == "." else rel
+    files, rows, skipped = result.files, result.rows, result.skipped
+    is_regular = stat.S_ISREG
     for entry, kind in models:
         try:
-            st = entry.stat(follow_symlinks=True)
+            st = entry.stat()
         except OSError:
             continue
-        if not stat.S_ISREG(st.st_mode):
-            result.skipped.append((entry.path, "not_regular_file", "not a regular file"))
+        if not is_regular(st.st_mode):
+            skipped.append((entry.path, "not_regular_file", "not a regular file"))
             continue
         key = (st.st_dev, st.st_ino)
         if key in seen_files:
-            result.skipped.append((entry.path, "duplicate_path", "the same file was reached by another path"))
+            skipped.append((entry.path, "duplicate_path", "the same file was reached by another path"))
             continue
         seen_files.add(key)
         path = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
         stem = entry.name.rsplit(".", 1)[0]
         sidecars = stems[stem]
         fingerprint = _fingerprint(sidecars) if sidecars else ""
-        result.files[path] = Found(
-            path=path, root=root, folder=rel, name=stem, size=st.st_size, mtime_ns=st.st_mtime_ns,
-            inode=st.st_ino, device=st.st_dev, kind=kind, sidecar_fingerprint=fingerprint,
-        )  # fmt: skip
-        result.rows.append((path, st.st_size, st.st_mtime_ns, st.st_ino, fingerprint))
+        size, mtime_ns, inode = st.st_size, st.st_mtime_ns, st.st_ino
+        files[path] = Found(path, root, rel, stem, size, mtime_ns, inode, st.st_dev, kind, fingerprint)
+        rows.append((path, size, mtime_ns, inode, fingerprint))
