@@ -17,7 +17,7 @@ from typing import Any
 
 from lorabench.errors import ConfigError
 
-__all__ = ["main", "register"]
+__all__ = ["register"]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -210,24 +210,3 @@ async def _follow(queue: Any, job_id: str) -> Any:
             await queue.stop()
             await asyncio.gather(task, return_exceptions=True)
     return queue.get(job_id)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run just these two commands (``python -m lorabench.cli._queue_cmds``), for tests."""
-    from lorabench.errors import LorabenchError
-
-    parser = argparse.ArgumentParser(prog="lorabench")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except LorabenchError as exc:
-        print(f"lorabench: error [{exc.code}]: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("lorabench: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

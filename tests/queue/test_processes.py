@@ -37,14 +37,14 @@ def home(tmp_path, monkeypatch):
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "lorabench.cli._queue_cmds", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "lorabench", *args], capture_output=True, text=True, timeout=timeout,
         cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
 
 
 def spawn_worker(url: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "lorabench.cli._queue_cmds", "worker", "--backend", url, "--lease", "3", *extra],
+        [sys.executable, "-m", "lorabench", "worker", "--backend", url, "--lease", "3", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ},
     )  # fmt: skip
 
