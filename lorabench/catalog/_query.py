@@ -275,7 +275,9 @@ def _list_match(columns: tuple[str, ...], segments: list[tuple[str, bool]]) -> t
         parts = [_any_element(c, "lower(x) LIKE ? ESCAPE '\\'") for c in columns]
         return " OR ".join(parts), [pattern] * len(parts)
     value = "".join(t for t, _ in segments).lower()
-    return " OR ".join(_any_element(c, "lower(x) = ?") for c in columns), [value] * len(columns)
+    # Tags are stored lower-cased (training tags by the importer, user tags by Catalog.update), so an
+    # exact match is a plain list_contains instead of a lambda over every element.
+    return " OR ".join(f"list_contains(l.{c}, ?)" for c in columns), [value] * len(columns)
 
 
 def _flag(name: str, table: dict[str, tuple[str, list[Any]]], tok: _Token) -> tuple[str, list[Any]]:
