@@ -79,17 +79,6 @@ class Store:
 
     # -- reads --------------------------------------------------------------------------
 
-    def fingerprints(self, prefixes: Sequence[str] | None = None) -> dict[str, Fingerprint]:
-        """Every known path (under ``prefixes`` when given) with its fingerprint."""
-        sql = f"SELECT {', '.join(_FP_COLUMNS)} FROM loras"  # noqa: S608
-        params: list[Any] = []
-        if prefixes:
-            sql += " WHERE " + " OR ".join("starts_with(path, ?)" for _ in prefixes)
-            params = [p.rstrip(os.sep) + os.sep for p in prefixes]
-        with self.gateway.session() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return {r[1]: Fingerprint(*r) for r in rows}
-
     def diff(
         self,
         found: dict[str, Any],
@@ -140,19 +129,6 @@ class Store:
                 conn.unregister("_scan")
         pairs = [(by_path[r[0]], Fingerprint(*r[1:]) if r[1] is not None else None) for r in attention]
         return pairs, [Fingerprint(*r) for r in vanished], [Fingerprint(*r) for r in offline]
-
-    def missing_by_hash(self, sha256s: Iterable[str]) -> dict[str, int]:
-        """sha256 → id of a missing row with that content (for re-linking moved files)."""
-        wanted = sorted(set(sha256s))
-        if not wanted:
-            return {}
-        with self.gateway.session() as conn:
-            rows = conn.execute(
-                "SELECT sha256, min(id) FROM loras WHERE missing AND list_contains(?, sha256) "
-                "GROUP BY sha256",
-                [wanted],
-            ).fetchall()
-        return {r[0]: r[1] for r in rows}
 
     def missing_rows(self) -> dict[str, tuple[str, int]]:
         """sha256 → (path, size) of every missing row with a known hash."""

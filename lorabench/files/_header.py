@@ -12,7 +12,7 @@ import json
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -414,8 +414,3 @@ def _check_layout(tensors: dict[str, TensorInfo], n: int, size: int, p: str) -> 
         how = "is truncated" if end + 8 + n > size else "has trailing bytes"
         msg = f"{p} {how}: data ends at {end + 8 + n}, file has {size} bytes"
         raise _fail(InvalidHeaderError, "incomplete_buffer", msg, p)
-
-
-def iter_tensor_names(header: SafetensorsHeader) -> Iterator[str]:
-    """Tensor names in file order."""
-    return iter(sorted(header.tensors, key=lambda k: header.tensors[k].begin))
