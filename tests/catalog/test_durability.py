@@ -7,15 +7,8 @@ rescans that must not re-read or re-hash; folder links, loops and hard links.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
 import random
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +16,7 @@ from pathlib import Path
 import duckdb
 import filelock
 import pytest
+from _proc import Worker
 
 import lorabench.importer._run as run_module
 from lorabench.catalog import SCHEMA_VERSION, Catalog
@@ -30,62 +24,6 @@ from lorabench.catalog import _schema as schema
 from lorabench.errors import CatalogError, SchemaVersionError
 from lorabench.importer import scan
 from lorabench.samples import build_library
-
-WORKERS = Path(__file__).with_name("_workers.py")
-REPO = Path(__file__).resolve().parents[2]
-
-
-class Worker:
-    """A helper process whose stdout lines are collected by a thread (so reads can time out)."""
-
-    def __init__(self, *args: object) -> None:
-        self.stderr_file = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (lives as long as the process)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKERS), *map(str, args)], stdout=subprocess.PIPE, stderr=self.stderr_file,
-            text=True, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def expect(self, prefix: str, timeout: float = 60.0) -> str | None:
-        """Wait for a stdout line starting with ``prefix``; None if the process ended first."""
-        stop = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._queue.get(timeout=max(0.01, stop - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no {prefix!r} line within {timeout} s; stderr: {self.stderr()}") from None
-            if line is None:
-                return None
-            if line.startswith(prefix):
-                return line
-
-    def wait(self, timeout: float = 120.0) -> int:
-        rc = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        return rc
-
-    def kill(self) -> bool:
-        """SIGKILL; True if the process was still running."""
-        alive = self.proc.poll() is None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self._reader.join(timeout=10)
-        return alive
-
-    def stderr(self) -> str:
-        self.stderr_file.seek(0)
-        return self.stderr_file.read()
 
 
 def _duplicates(catalog: Catalog) -> list[dict]:
