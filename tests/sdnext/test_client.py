@@ -12,10 +12,10 @@ import struct
 import time
 import tracemalloc
 import zlib
-from pathlib import Path
 
 import httpx
 import pytest
+from _loras import write_lora
 from PIL import Image
 
 from lorabench.errors import (
@@ -44,24 +44,6 @@ from lorabench.sdnext._http import RedactingFilter, install_log_filter, redact
 
 SECRET = "pa55-w0rd-xyzzy"
 SMALL = {"width": 64, "height": 64, "steps": 3}
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-def write_lora(path: Path, metadata: dict[str, str] | None = None) -> Path:
-    """A tiny but valid safetensors LoRA."""
-    header = {
-        "__metadata__": metadata or {},
-        "lora_unet_x.lora_down.weight": {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]},
-    }
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0\0\0\0")
-    return path
 
 
 @pytest.fixture

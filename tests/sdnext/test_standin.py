@@ -6,13 +6,12 @@ import argparse
 import base64
 import io
 import json
-import struct
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
+from _loras import write_lora
 from PIL import Image
 
 from lorabench.cli import _standin as standin_cli
@@ -80,23 +79,6 @@ SDNEXT_KEY_ORDER = [
     "LoRA networks",
     "LoRA hashes",
 ]
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-def write_lora(path: Path, metadata: dict[str, str] | None = None) -> Path:
-    header = {
-        "__metadata__": metadata or {},
-        "lora_unet_x.lora_down.weight": {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]},
-    }
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0\0\0\0")
-    return path
 
 
 @pytest.fixture
