@@ -29,6 +29,7 @@ class Worker:
             env={**os.environ, "PYTHONUNBUFFERED": "1", "LORABENCH_DEBUG": "1"},
         )  # fmt: skip
         self.lines: list[str] = []
+        self._stderr_text: str | None = None
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -63,7 +64,7 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(f"worker {self.proc.args} did not finish in {timeout} s") from None
-        self._reader.join(timeout=10)
+        self._finish()
         return rc
 
     def kill(self) -> bool:
@@ -72,10 +73,21 @@ class Worker:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
-        self._reader.join(timeout=10)
+        self._finish()
         return alive
 
+    def _finish(self) -> None:
+        """After the process ended: drain stdout, keep stderr's text, close both files."""
+        self._reader.join(timeout=10)
+        if self._stderr_text is None:
+            self._stderr_text = self.stderr()
+            self.stderr_file.close()
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
     def stderr(self) -> str:
+        if self._stderr_text is not None:
+            return self._stderr_text
         self.stderr_file.seek(0)
         return self.stderr_file.read()
 
