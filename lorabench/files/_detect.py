@@ -295,14 +295,15 @@ def _decide(evidence: list[dict[str, Any]]) -> tuple[str, bool]:
     score: Counter[str] = Counter()
     for item in evidence:
         score[item["value"]] += item["confidence"]
-    best = max(evidence, key=lambda e: (e["confidence"], score[e["value"]]))["value"]
-    tensor_values = {e["value"] for e in evidence if e["source"] not in _METADATA_SOURCES}
-    if tensor_values:
-        best = max(tensor_values, key=lambda v: score[v])
-    return best, len({e["value"] for e in evidence}) > 1
+    # Tensors outrank metadata: when any tensor evidence exists, only its answers compete.
+    values = sorted({e["value"] for e in evidence})
+    from_tensors = [v for v in values if any(e["value"] == v and e["source"] not in _METADATA_SOURCES
+                                             for e in evidence)]  # fmt: skip
+    best = max(from_tensors or values, key=lambda v: score[v])
+    return best, len(values) > 1
 
 
-_METADATA_SOURCES = frozenset({"ss_base_model_version", "modelspec.architecture", "ss_v2", "sidecar"})
+_METADATA_SOURCES = frozenset({"ss_base_model_version", "modelspec.architecture", "ss_v2"})
 
 
 def choose_alpha_scalars(tensors: dict[str, TensorInfo], metadata: dict[str, str]) -> list[str]:

@@ -10,7 +10,6 @@ Nothing here ever holds credentials: they live in the backend's client, from the
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import hashlib
 import json
@@ -55,19 +54,19 @@ def request_to_json(request: Txt2ImgRequest) -> tuple[Kind, dict[str, Any]]:
 
 
 def request_from_json(kind: Kind, data: Mapping[str, Any]) -> Txt2ImgRequest:
-    """Rebuild the request a job stored."""
-    values = dict(data)
-    if kind == "img2img":
-        try:
-            values["init_images"] = [base64.b64decode(v, validate=True) for v in values.get("init_images") or []]
-            if values.get("mask") is not None:
-                values["mask"] = base64.b64decode(values["mask"], validate=True)
-        except (binascii.Error, TypeError, ValueError) as exc:
-            raise QueueError(f"The stored img2img request has a damaged image: {exc}") from None
-        return Img2ImgRequest(**values)
-    if kind != "txt2img":
+    """Rebuild the request a job stored (the sdnext models decode the base64 images)."""
+    cls = {"txt2img": Txt2ImgRequest, "img2img": Img2ImgRequest}.get(kind)
+    if cls is None:
         raise QueueError(f"Unknown job kind {kind!r}")
-    return Txt2ImgRequest(**{k: v for k, v in values.items() if k not in _BYTES_FIELDS})
+    values = dict(data)
+    extra = values.pop("extra_fields", None) or {}
+    if cls is Txt2ImgRequest:
+        values = {k: v for k, v in values.items() if k not in _BYTES_FIELDS}
+    try:
+        request = cls.from_json(values)
+    except ValueError as exc:
+        raise QueueError(f"The stored {kind} request is damaged: {exc}") from None
+    return dataclasses.replace(request, extra_fields=dict(extra))
 
 
 def canonical_request(request: Txt2ImgRequest | Mapping[str, Any] | str) -> tuple[Kind, dict[str, Any], int]:

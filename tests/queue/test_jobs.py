@@ -74,6 +74,11 @@ def test_canonical_request_round_trip():
                                      extra_fields={"enable_hr": False})  # fmt: skip
     kind, data, _ = canonical_request(Img2ImgRequest(prompt="y", seed=1, init_images=[b"\x89PNGabc"], mask=b"m"))
     assert kind == "img2img" and request_from_json(kind, data).init_images == [b"\x89PNGabc"]
+    assert request_from_json(kind, data).mask == b"m"
+    with pytest.raises(QueueError, match="damaged"):
+        request_from_json(kind, {**data, "init_images": ["not base64!"]})
+    with pytest.raises(QueueError, match="Unknown job kind"):
+        request_from_json("upscale", data)
     assert canonical_request({"prompt": "z", "seed": 3, "steps": 4})[1]["steps"] == 4
     assert canonical_request("just a prompt")[1]["prompt"] == "just a prompt"
     # key order and whitespace do not matter; any field does
