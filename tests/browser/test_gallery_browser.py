@@ -242,7 +242,7 @@ def test_scrolling_a_10k_catalog_keeps_the_dom_bounded(lab_page, lab):
     assert _card(page, BIG - 1).count() == 1
     page.wait_for_function("() => document.querySelectorAll('.lb-card.lb-has-img').length > 0")
     page.screenshot(path=str(ARTIFACTS / "gallery-10k-end.png"))
-    assert max(counts) <= 300, counts
+    assert max(counts) <= 60, counts  # one viewport of cards plus overscan, whatever the catalog size
     assert min(counts) > 0
     assert not page.errors
 
