@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ SEARCH_COLUMNS: tuple[str, ...] = (
     "sidecar_kinds", "epochs", "steps", "images", "first_seen",
 )  # fmt: skip
 _UNSET: Any = object()
+_CHECKPOINT_SQL = re.compile(r"\s*(?:FORCE\s+)?CHECKPOINT\s*;?\s*", re.IGNORECASE)
 _FACETS = ("base_model", "algorithm", "training_tags", "folder")
 
 
@@ -97,6 +99,15 @@ class Catalog:
     def release(self) -> None:
         """Release the file now instead of after the short idle delay."""
         self._gateway.release()
+
+    def checkpoint(self) -> bool:
+        """Fold the write-ahead log into the catalog file now; False when there was nothing to fold.
+
+        lorabench checkpoints by itself (after imports, when the WAL passes 4 MiB, on close),
+        always guarded so that a process killed mid-checkpoint cannot damage the file.
+        ``sql("CHECKPOINT")`` comes here too.
+        """
+        return self._gateway.checkpoint()
 
     def __enter__(self) -> Catalog:
         return self
@@ -172,7 +183,13 @@ class Catalog:
         return result[0]
 
     def sql(self, text: str, params: Sequence[Any] | dict[str, Any] | None = None) -> ResultSet:
-        """Run raw SQL (with bound parameters) and fetch the result."""
+        """Run raw SQL (with bound parameters) and fetch the result.
+
+        ``CHECKPOINT`` and ``FORCE CHECKPOINT`` run as :meth:`checkpoint` (guarded), not raw.
+        """
+        if _CHECKPOINT_SQL.fullmatch(text):
+            self.checkpoint()
+            return ResultSet([], [])
         with self._session(write=True) as conn:
             if self.tracer is not None:
                 self.tracer(text, params)

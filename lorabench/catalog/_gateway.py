@@ -12,13 +12,25 @@ once; it never waits. The gateway hides that:
   the holder's PID;
 - a write session is one transaction: committed on success, rolled back on error;
 - a WAL that cannot be replayed is moved to ``quarantine/<timestamp>/`` (never
-  deleted) and the catalog reopened, with a loud warning.
+  deleted) and the catalog reopened, with a loud warning;
+- checkpoints happen only here, guarded (see :meth:`Gateway.checkpoint`).
+
+Why checkpoints are guarded: a DuckDB checkpoint rewrites live metadata blocks
+in place, and Linux lets a ``kill -9`` cut a large buffered ``pwrite`` short
+at a page boundary. A process killed at that instant leaves a block whose
+checksum no longer matches ("Corrupt database file"), and the file does not
+open again. So DuckDB's own checkpoints (on close and at the WAL size
+threshold) are switched off; every checkpoint first copies the file to
+``catalog.duckdb.pre-checkpoint``, and an open that finds that copy beside a
+WAL puts it back: the copy plus the WAL are exactly the committed state.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import random
@@ -45,6 +57,10 @@ _LOCK_CONFLICT = re.compile(r"Could not set lock|Conflicting lock|database is lo
 _PID = re.compile(r"PID (\d+)")
 _YIELD_PAUSE = 0.03
 _WAL_TROUBLE = re.compile(r"\bWAL\b|write-ahead|replay", re.IGNORECASE)
+_GUARD = ".pre-checkpoint"
+_WAL_PREFIX = 1 << 16
+# DuckDB checkpoints by itself when the WAL passes this size; ours take over well before it.
+_NO_AUTO_CHECKPOINT = "SET wal_autocheckpoint = '1000000GB'"
 
 
 class Gateway:
@@ -65,6 +81,10 @@ class Gateway:
     tracer:
         Optional ``callable(sql, params)`` called for every statement run through
         :meth:`execute`.
+    checkpoint_bytes:
+        WAL size at which releasing the file checkpoints it first (closing for
+        good checkpoints any WAL). Until then commits live in the WAL, which
+        each open replays.
     """
 
     def __init__(
@@ -76,6 +96,7 @@ class Gateway:
         max_hold: float = 2.0,
         tracer: Callable[[str, object], None] | None = None,
         on_open: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+        checkpoint_bytes: int = 4 << 20,
     ) -> None:
         self.path = os.fspath(path)
         self.memory = self.path == ":memory:"
@@ -84,6 +105,7 @@ class Gateway:
         self.max_hold = max_hold
         self.tracer = tracer
         self.on_open = on_open
+        self.checkpoint_bytes = checkpoint_bytes
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._opened_at = 0.0
         self._depth = 0
@@ -137,8 +159,15 @@ class Gateway:
         else:
             self._acquire_filelock()
             try:
+                self._restore_interrupted_checkpoint()
                 self._conn = self._open_file()
+                self._conn.execute("PRAGMA disable_checkpoint_on_shutdown")
+                self._conn.execute(_NO_AUTO_CHECKPOINT)
             except BaseException:
+                if self._conn is not None:
+                    with contextlib.suppress(duckdb.Error):
+                        self._conn.close()
+                    self._conn = None
                 self._release_filelock()
                 raise
         self._opened_at = time.monotonic()
@@ -216,6 +245,93 @@ class Gateway:
         logger.warning(message)
         warnings.warn(message, RuntimeWarning, stacklevel=4)
 
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def wal_size(self) -> int:
+        """Bytes in the catalog's write-ahead log (0 when there is none)."""
+        try:
+            return 0 if self.memory else os.stat(self.path + ".wal").st_size
+        except FileNotFoundError:
+            return 0
+
+    def checkpoint(self) -> bool:
+        """Fold the WAL into the catalog file, safely; False when there was nothing to fold.
+
+        The file is first copied to ``<catalog>.pre-checkpoint`` (synced, then renamed into
+        place); the copy is removed once DuckDB's checkpoint has returned. A process killed in
+        between leaves the copy and the WAL, which the next open restores.
+        """
+        if self.memory:
+            return False
+        with self._mutex:
+            if self._depth:
+                raise CatalogError("A checkpoint cannot run inside an open catalog session.",
+                                   hint="Call checkpoint() after the session's block has ended.")  # fmt: skip
+            self._cancel_timer()
+            conn = self._connection()
+            try:
+                return self._checkpoint(conn)
+            finally:
+                self._schedule_release()
+
+    def _checkpoint(self, conn: duckdb.DuckDBPyConnection) -> bool:
+        wal = self.wal_size()
+        if wal == 0:
+            return False
+        guard = Path(self.path + _GUARD)
+        partial = Path(self.path + _GUARD + ".tmp")
+        shutil.copyfile(self.path, partial)
+        _fsync(partial)
+        _write_synced(Path(self.path + _GUARD + ".json"), json.dumps({"wal": self._wal_fingerprint(wal)}))
+        os.replace(partial, guard)
+        _fsync(guard.parent)
+        try:
+            conn.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            raise CatalogError(
+                f"Could not checkpoint the catalog {self.path}: {exc}",
+                hint="Every commit is still in the WAL; check free disk space and retry.",
+            ) from exc
+        self._drop_guard()
+        return True
+
+    def _wal_fingerprint(self, size: int) -> str:
+        """What identifies this WAL: a hash of its start (DuckDB's WAL header names the checkpoint it follows)."""
+        with open(self.path + ".wal", "rb") as handle:
+            return hashlib.sha256(handle.read(min(size, _WAL_PREFIX))).hexdigest()
+
+    def _drop_guard(self) -> None:
+        for suffix in (_GUARD, _GUARD + ".json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path + suffix)
+
+    def _restore_interrupted_checkpoint(self) -> None:
+        """Before opening: undo a checkpoint that a killed process left half-written.
+
+        The copy is put back only beside the very WAL it was taken with (the checkpoint never
+        finished); otherwise the checkpoint did finish, or the file moved on since, and the copy
+        is stale.
+        """
+        guard = Path(self.path + _GUARD)
+        for leftover in (_GUARD + ".tmp", _GUARD + ".json.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path + leftover)
+        if not guard.exists():
+            return
+        wal = self.wal_size()
+        try:
+            wanted = json.loads(Path(self.path + _GUARD + ".json").read_text())["wal"]
+            same_wal = wal > 0 and self._wal_fingerprint(wal) == wanted
+        except (OSError, ValueError, KeyError, TypeError):
+            same_wal = False
+        if not same_wal:
+            self._drop_guard()
+            return
+        os.replace(guard, self.path)
+        self._drop_guard()
+        logger.warning("lorabench: a checkpoint of %s was interrupted; restored the file from its "
+                       "pre-checkpoint copy (the WAL replays every commit since).", self.path)  # fmt: skip
+
     # -- release -----------------------------------------------------------------------
 
     def _schedule_release(self) -> None:
@@ -240,8 +356,16 @@ class Gateway:
             self._timer.cancel()
             self._timer = None
 
-    def _close_now(self) -> None:
-        conn, self._conn = self._conn, None
+    def _close_now(self, *, final: bool = False) -> None:
+        conn = self._conn
+        if conn is not None and not self.memory:
+            wal = self.wal_size()
+            if wal and (final or wal >= self.checkpoint_bytes):
+                try:
+                    self._checkpoint(conn)
+                except (duckdb.Error, OSError) as exc:  # the WAL keeps every commit; the next close retries
+                    logger.warning("lorabench: could not checkpoint %s: %s", self.path, exc)
+        self._conn = None
         if conn is not None:
             with contextlib.suppress(duckdb.Error):
                 conn.close()
@@ -269,8 +393,20 @@ class Gateway:
         """Close for good."""
         with self._mutex:
             self._cancel_timer()
-            self._close_now()
+            if not self._closed:
+                if self._conn is None and self.wal_size():
+                    self._reopen_briefly()  # to fold the WAL in below, if the file is free right now
+                self._close_now(final=True)
             self._closed = True
+
+    def _reopen_briefly(self) -> None:
+        deadline, self.deadline = self.deadline, 0.0
+        try:
+            self._connection()
+        except CatalogError:  # another process holds the file: it (or a later open) will checkpoint
+            pass
+        finally:
+            self.deadline = deadline
 
     @property
     def is_open(self) -> bool:
@@ -291,6 +427,23 @@ def _close_all() -> None:
     for gateway in list(_GATEWAYS):
         with contextlib.suppress(Exception):
             gateway.close()
+
+
+def _write_synced(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".tmp")
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_holder(path: str) -> str | None:

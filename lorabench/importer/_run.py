@@ -194,6 +194,7 @@ def import_library(
             store.finish_run(run_id, status=status, counts=report.counts, duration=report.duration_s,
                              now=_now(), error=error,
                              errors=[(e["path"], e["code"], e["message"]) for e in report.errors])  # fmt: skip
+    catalog.checkpoint()  # fold the run's WAL into the file, so later opens need not replay it
     return report
 
 

@@ -142,8 +142,7 @@ def cmd_commits(args: argparse.Namespace) -> None:
         _say("ack", k)
         roll = rng.random()
         if roll < 0.15:
-            with catalog._gateway.session() as conn:
-                conn.execute("CHECKPOINT" if roll < 0.1 else "FORCE CHECKPOINT")
+            catalog.sql("CHECKPOINT" if roll < 0.1 else "FORCE CHECKPOINT")  # runs the guarded checkpoint
             _say("checkpoint", k)
         elif roll < 0.25:
             catalog.release()
@@ -159,6 +158,18 @@ def cmd_leave_wal(args: argparse.Namespace) -> None:
     for lora_id in args.ids:
         catalog.update(lora_id, notes=f"{args.prefix} {lora_id}")
         _say("ack", lora_id)
+    if args.die_in_checkpoint:  # the guard copy is written, then the process dies as DuckDB starts the checkpoint
+        gateway = catalog._gateway
+
+        class _DiesAtCheckpoint:
+            def execute(self, sql: str) -> None:
+                _say("checkpoint", sql)
+                sys.stdout.flush()
+                os._exit(0)
+
+        with gateway._mutex:
+            gateway._connection()
+            gateway._checkpoint(_DiesAtCheckpoint())  # type: ignore[arg-type]
     sys.stdout.flush()
     os._exit(0)
 
@@ -213,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("catalog")
     p.add_argument("ids", nargs="+", type=int)
     p.add_argument("--prefix", default="wal")
+    p.add_argument("--die-in-checkpoint", action="store_true")
     p.set_defaults(func=cmd_leave_wal)
 
     p = sub.add_parser("migrate-slow")
