@@ -121,7 +121,7 @@ FROM (
 
 # What the importer stores in search_text (catalog._rows.search_text), computed in SQL for synthetic rows.
 _SEARCH_TEXT_SQL = """
-UPDATE loras SET search_text = lower(concat_ws(chr(31), name, title, description, path,
+UPDATE loras SET search_text = lower(concat_ws(chr(31), name, title, description, folder,
     array_to_string(trigger_words, chr(31)), array_to_string(training_tags, chr(31))))
 """
 

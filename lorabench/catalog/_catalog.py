@@ -34,6 +34,9 @@ SEARCH_COLUMNS: tuple[str, ...] = (
     "sidecar_kinds", "epochs", "steps", "images", "first_seen",
 )  # fmt: skip
 _UNSET: Any = object()
+_SORT_COLUMN = re.compile(r"\bl\.\w+")
+_CURATION_COLUMNS = frozenset(("favorite", "rating", "notes", "user_tags", "trigger_groups", "preferred_weight",
+                               "nsfw"))  # fmt: skip
 _CHECKPOINT_SQL = re.compile(r"\s*(?:FORCE\s+)?CHECKPOINT\s*;?\s*", re.IGNORECASE)
 _FACETS = ("base_model", "algorithm", "training_tags", "folder")
 
@@ -137,24 +140,26 @@ class Catalog:
                 rows = self._run(conn, f"SELECT {cols} FROM lora_view l WHERE {where} ORDER BY {order}",  # noqa: S608
                                  compiled.params).fetchall()  # fmt: skip
                 return SearchResult(list(columns), rows, total=len(rows), query=query)
-            # Page narrow rows first (the WHERE is evaluated once, with the total as a window count),
-            # then fetch the wide rows of that page only.
-            page_rows = self._run(
-                conn, f"SELECT l.id, count(*) OVER () FROM lora_view l WHERE {where} ORDER BY {order} "  # noqa: S608
-                "LIMIT ? OFFSET ?",
+            # The WHERE is evaluated once into the matching ids and their sort keys; the total and the
+            # page come from those, then the wide rows of that page only.
+            keys = ", ".join(dict.fromkeys(["l.id", *_SORT_COLUMN.findall(order)]))
+            total, page = self._run(
+                conn, f"WITH hits AS MATERIALIZED (SELECT {keys} FROM {compiled.source} l WHERE {where}) "  # noqa: S608
+                f"SELECT (SELECT count(*) FROM hits), (SELECT list(l.id ORDER BY {order}) FROM "
+                f"(SELECT * FROM hits l ORDER BY {order} LIMIT ? OFFSET ?) l)",
                 [*compiled.params, max(0, int(limit)) if limit is not None else 2**62, max(0, int(offset))],
-            ).fetchall()  # fmt: skip
-            page = [r[0] for r in page_rows]
-            total = page_rows[0][1] if page_rows else self._count(conn, compiled)
+            ).fetchone()  # fmt: skip
+            page = page or []
             fetched = []
             if page:
-                sql = f"SELECT l.id, {cols} FROM lora_view l SEMI JOIN (SELECT unnest(?) AS id) p ON p.id = l.id"  # noqa: S608
+                source = "lora_view" if _CURATION_COLUMNS.intersection(columns) else "lora_core"
+                sql = f"SELECT l.id, {cols} FROM {source} l WHERE l.id IN (SELECT unnest(?))"  # noqa: S608
                 fetched = self._run(conn, sql, [page]).fetchall()
         by_id = {r[0]: r[1:] for r in fetched}
         return SearchResult(list(columns), [by_id[i] for i in page if i in by_id], total=total, query=query)
 
     def _count(self, conn: Any, compiled: Any) -> int:
-        row = self._run(conn, f"SELECT count(*) FROM lora_view l WHERE {compiled.where}",  # noqa: S608
+        row = self._run(conn, f"SELECT count(*) FROM {compiled.source} l WHERE {compiled.where}",  # noqa: S608
                         compiled.params).fetchone()  # fmt: skip
         return int(row[0]) if row else 0
 

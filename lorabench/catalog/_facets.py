@@ -63,7 +63,8 @@ DEFAULT_ORDER = "lower(l.name) ASC NULLS LAST, l.id"
 
 _F = FieldInfo
 FIELDS: Mapping[str, FieldInfo] = MappingProxyType({f.name: f for f in (
-    _F("text", "text", "substring of name, title, description, path, trigger words or tags (what a bare word does)"),
+    _F("text", "text", "substring of name, title, description, folder, trigger words or tags (a bare word); "
+       "a word with / or \\ also matches the path"),
     _F("name", "text", "substring of the file name"),
     _F("title", "text", "substring of the title"),
     _F("path", "text", "substring of the full path"),
@@ -144,6 +145,7 @@ FACET_FIELDS: Mapping[str, bool] = MappingProxyType({
 """Columns :func:`facets` can count (``True`` for list columns, counted per element)."""
 
 DEFAULT_FACETS = ("base_model", "algorithm", "training_tags", "folder")
+_CURATION_FACETS = frozenset({"rating", "favorite", "nsfw", "user_tags"})
 MAX_FACET_LIMIT = 1000
 
 
@@ -166,15 +168,19 @@ def facets(
     unknown = [name for name in fields if name not in FACET_FIELDS]
     if unknown:
         raise CatalogError(f"Unknown facet field {unknown[0]!r}", hint=f"Facet fields: {', '.join(FACET_FIELDS)}.")
-    out: dict[str, list[tuple[Any, int]]] = {}
-    for name in fields:
-        # Only an allow-listed column name and the compiled WHERE (placeholders only) are formatted in.
-        if FACET_FIELDS[name]:
-            inner = f"SELECT unnest(list_distinct(l.{name})) AS value FROM lora_view l WHERE {compiled.where}"  # noqa: S608
-            sql = f"SELECT value, count(*) AS n FROM ({inner}) WHERE value IS NOT NULL GROUP BY value"  # noqa: S608
-        else:
-            sql = (f"SELECT l.{name} AS value, count(*) AS n FROM lora_view l "  # noqa: S608
-                   f"WHERE ({compiled.where}) AND l.{name} IS NOT NULL GROUP BY value")  # fmt: skip
-        rows = conn.execute(f"{sql} ORDER BY n DESC, value LIMIT ?", [*compiled.params, limit]).fetchall()
-        out[name] = [(value, int(count)) for value, count in rows]
-    return out
+    fields = list(dict.fromkeys(fields))
+    # One statement: the WHERE is evaluated once into a materialised CTE and each field is counted from
+    # it. Only allow-listed column names and the compiled WHERE (placeholders only) are formatted in.
+    curated = compiled.source == "lora_view" or any(f in _CURATION_FACETS for f in fields)
+    columns = ", ".join(f"l.{name}" for name in fields)
+    parts = []
+    for i, name in enumerate(fields):
+        # List columns hold distinct values (writers and migration 3 see to it): unnest counts each LoRA once.
+        value = f"unnest({name})" if FACET_FIELDS[name] else name
+        top = (f"SELECT value, count(*) AS n FROM (SELECT {value} AS value FROM hits) "  # noqa: S608
+               "WHERE value IS NOT NULL GROUP BY value ORDER BY n DESC, value LIMIT ?")  # fmt: skip
+        parts.append(f"(SELECT list({{'v': value, 'n': n}} ORDER BY n DESC, value) FROM ({top})) AS f{i}")  # noqa: S608
+    sql = (f"WITH hits AS MATERIALIZED (SELECT {columns} FROM {'lora_view' if curated else 'lora_core'} l "  # noqa: S608
+           f"WHERE {compiled.where}) SELECT {', '.join(parts)}")  # fmt: skip
+    row = conn.execute(sql, [*compiled.params, *[limit] * len(fields)]).fetchone() or ()
+    return {name: [(pair["v"], int(pair["n"])) for pair in row[i] or []] for i, name in enumerate(fields)}

@@ -52,6 +52,14 @@ class CompiledQuery:
     terms: list[Term]
     text: str
 
+    @property
+    def source(self) -> str:
+        """The view to read the rows from: ``lora_core`` (no curation join) unless the query needs curation.
+
+        ``where`` and ``order_by`` are valid over ``lora_view`` in every case.
+        """
+        return "lora_view" if _CURATION_COLUMN.search(self.where + " " + self.order_by) else "lora_core"
+
 
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
@@ -63,6 +71,10 @@ _AGE = re.compile(r"(\d{1,6})([hdw])", re.ASCII | re.IGNORECASE)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _HEX = re.compile(r"(?:0x)?([0-9a-f]+)", re.ASCII | re.IGNORECASE)
 _MAX_INT = 2**63 - 1
+# lora_view columns that come from the curation table (what lora_core lacks).
+_CURATION_COLUMN = re.compile(r"\bl\.(?:favorite|rating|notes|user_tags|trigger_groups|preferred_weight|nsfw)\b")
+# The user's tags live in curation; a semi-join on it keeps a search on lora_core (no join of every row).
+_USER_TAGS_ANY = "l.id IN (SELECT c.lora_id FROM curation c WHERE {test})"
 
 
 def _fail(problem: str, position: int, hint: str | None = None) -> QuerySyntaxError:
@@ -262,22 +274,25 @@ def _any_element(column: str, test: str) -> str:
 
 
 def _free_text(value: str) -> tuple[str, list[Any]]:
-    # One scan of the pre-lowered search_text column (name, title, description, path, trigger words,
+    # One scan of the pre-lowered search_text column (name, title, description, folder, trigger words,
     # training tags; see catalog._rows.search_text) plus the user's tags, which live in curation.
     pattern = f"%{_escape_like(value.lower())}%"
-    return ("(l.search_text LIKE ? ESCAPE '\\' OR array_to_string(l.user_tags, chr(31)) ILIKE ? ESCAPE '\\')",
-            [pattern, pattern])  # fmt: skip
+    user_tags = _USER_TAGS_ANY.format(test="array_to_string(c.user_tags, chr(31)) ILIKE ? ESCAPE '\\'")
+    if "/" in value or "\\" in value:  # a pasted path: search_text has the folder, not the root
+        return (f"(l.search_text LIKE ? ESCAPE '\\' OR l.path ILIKE ? ESCAPE '\\' OR {user_tags})",
+                [pattern, pattern, pattern])  # fmt: skip
+    return f"(l.search_text LIKE ? ESCAPE '\\' OR {user_tags})", [pattern, pattern]
 
 
 def _list_match(columns: tuple[str, ...], segments: list[tuple[str, bool]]) -> tuple[str, list[Any]]:
     pattern, wild = _element_pattern(segments)
-    if wild:
-        parts = [_any_element(c, "lower(x) LIKE ? ESCAPE '\\'") for c in columns]
-        return " OR ".join(parts), [pattern] * len(parts)
-    value = "".join(t for t, _ in segments).lower()
-    # Tags are stored lower-cased (training tags by the importer, user tags by Catalog.update), so an
-    # exact match is a plain list_contains instead of a lambda over every element.
-    return " OR ".join(f"list_contains(l.{c}, ?)" for c in columns), [value] * len(columns)
+    # Tags are stored lower-cased and distinct (training tags by the importer, user tags by
+    # Catalog.update), so an exact match is a plain list_contains instead of a lambda over every element.
+    test = "len(list_filter({list}, lambda x: x LIKE ? ESCAPE '\\')) > 0" if wild else "list_contains({list}, ?)"
+    parts = [_USER_TAGS_ANY.format(test=test.format(list="c.user_tags")) if c == "user_tags"
+             else test.format(list=f"l.{c}") for c in columns]  # fmt: skip
+    value = pattern if wild else "".join(t for t, _ in segments).lower()
+    return " OR ".join(parts), [value] * len(parts)
 
 
 def _flag(name: str, table: dict[str, tuple[str, list[Any]]], tok: _Token) -> tuple[str, list[Any]]:
@@ -317,8 +332,10 @@ def _compile_term(tok: _Token, now: dt.datetime) -> tuple[str, list[Any], str]:
         match = _HEX.fullmatch(value)
         if not match:
             raise _fail(f'"{_clip(value)}" is not a hexadecimal hash prefix', pos, "Write e.g. hash:a1b2c3d4.")
+        # Hashes are stored as lower-case hex (the reader writes them so; migration 3 lower-cased older
+        # rows), so no lower() per row.
         columns = ("sha256", "autov2", "autov3", "tensor_sha256")
-        sql = " OR ".join(f"starts_with(lower(l.{c}), ?)" for c in columns)
+        sql = " OR ".join(f"starts_with(l.{c}, ?)" for c in columns)
         return sql, [match.group(1).lower()] * len(columns), ":"
     if name in ("is", "has"):
         return (*_flag(name, vocab.IS_SQL if name == "is" else vocab.HAS_SQL, tok), ":")

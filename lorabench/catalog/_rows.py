@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +48,11 @@ def _text(value: Any, limit: int = _MAX_TEXT) -> str | None:
         return None
     text = str(value)
     return text[:limit] if text else None
+
+
+def _distinct(values: Iterable[str]) -> list[str]:
+    """In first-seen order, each once (facet counts rely on list columns holding distinct values)."""
+    return list(dict.fromkeys(values))
 
 
 def _ts(ns: int) -> datetime:
@@ -106,8 +112,8 @@ def lora_row(
         "learning_rate": _float(training.get("learning_rate")),
         "base_model_name": _text(training.get("base_model_name"), 512),
         "trained_at": _iso(training.get("finished_at") or training.get("started_at")),
-        "trigger_words": [t["word"][:256] for t in info.trigger_words][:_MAX_TAGS],
-        "training_tags": [t.lower()[:256] for t in list(info.tags)[:_MAX_TAGS]],
+        "trigger_words": _distinct(t["word"][:256] for t in info.trigger_words)[:_MAX_TAGS],
+        "training_tags": _distinct(t.lower()[:256] for t in list(info.tags)[:_MAX_TAGS]),
         "sha256": hashes.get("sha256"), "autov2": hashes.get("autov2"), "autov3": hashes.get("autov3"),
         "tensor_sha256": hashes.get("tensor_sha256"), "legacy_hash": hashes.get("legacy"),
         "hashed_at": now if hashes else None,
@@ -116,7 +122,7 @@ def lora_row(
         "sidecar_nsfw": nsfw if isinstance(nsfw, bool) else None,
         "sidecar_weight": weight if weight else None,
         "info": json.dumps(_slim_info(info), ensure_ascii=False, allow_nan=False, default=str),
-        "search_text": search_text(info.name, info.title, description, info.path,
+        "search_text": search_text(info.name, info.title, description, folder,
                                    [t["word"] for t in info.trigger_words], list(info.tags)),
         "first_seen": now, "last_seen": now, "updated_at": now,
     }  # fmt: skip
@@ -134,15 +140,19 @@ def error_row(
         status=status, missing=False, offline=False, error_code=code, error_message=message[:1024],
         trigger_words=[], training_tags=[], sidecar_kinds=[], first_seen=now, last_seen=now, updated_at=now,
         info=json.dumps({"path": path, "error": {"code": code, "message": message}}),
-        search_text=search_text(name, name, None, path, [], []),
+        search_text=search_text(name, name, None, folder, [], []),
     )  # fmt: skip
     return row
 
 
-def search_text(name: str, title: str | None, description: str | None, path: str, triggers: list[str],
+def search_text(name: str, title: str | None, description: str | None, folder: str, triggers: list[str],
                 tags: list[str]) -> str:  # fmt: skip
-    """Everything free-text search looks at, lower-cased and joined by U+001F (one column to scan)."""
-    parts = [name, title or "", (description or "")[:8192], path, *triggers[:_MAX_TAGS], *tags[:_MAX_TAGS]]
+    """Everything free-text search looks at, lower-cased and joined by U+001F (one column to scan).
+
+    The folder stands for the path: the root part of a path matches every file under it, so it
+    would only make the column longer (and every search slower). Migration 3 computes the same in SQL.
+    """
+    parts = [name, title or "", (description or "")[:8192], folder, *triggers[:_MAX_TAGS], *tags[:_MAX_TAGS]]
     return "\x1f".join(p.lower() for p in parts if p)
 
 

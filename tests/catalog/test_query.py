@@ -100,9 +100,17 @@ def conn():
         values = {**DEFAULTS, **row, "id": row_id}
         values.setdefault("path", f"/loras/{values['folder'] or ''}/{values['name']}.safetensors")
         values["search_text"] = search_text(values["name"] or "", values.get("title"), values.get("description"),
-                                            values["path"] or "", values.get("trigger_words") or [],
+                                            values["folder"] or "", values.get("trigger_words") or [],
                                             values.get("training_tags") or [])  # fmt: skip
+        for column in ("sha256", "autov2", "autov3", "tensor_sha256"):  # stored lower-case, as the catalog does
+            if values.get(column):
+                values[column] = values[column].lower()
         con.execute(f"INSERT INTO lora_view VALUES ({', '.join('?' * len(NAMES))})", [values.get(n) for n in NAMES])
+    # The user's tags also live in curation (as in the catalog), where free text and utag: look them up.
+    con.execute("CREATE TABLE curation AS SELECT id AS lora_id, user_tags FROM lora_view")
+    # and searches that need no curation read lora_core, the same rows without it.
+    con.execute("CREATE VIEW lora_core AS SELECT * EXCLUDE (favorite, rating, notes, user_tags, preferred_weight, "
+                "nsfw) FROM lora_view")  # fmt: skip
     yield con
     con.close()
 
