@@ -15,22 +15,14 @@ once; it never waits. The gateway hides that:
   deleted) and the catalog reopened, with a loud warning;
 - checkpoints happen only here, guarded (see :meth:`Gateway.checkpoint`).
 
-Why checkpoints are guarded: a DuckDB checkpoint rewrites live metadata blocks
-in place, and Linux lets a ``kill -9`` cut a large buffered ``pwrite`` short
-at a page boundary. A process killed at that instant leaves a block whose
-checksum no longer matches ("Corrupt database file"), and the file does not
-open again. So DuckDB's own checkpoints (on close and at the WAL size
-threshold) are switched off; every checkpoint first copies the file to
-``catalog.duckdb.pre-checkpoint``, and an open that finds that copy beside a
-WAL puts it back: the copy plus the WAL are exactly the committed state.
+DuckDB's own checkpoints (on close, at its WAL size threshold) are switched off;
+why every checkpoint is guarded is told in :mod:`lorabench.catalog._guard`.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import random
@@ -47,6 +39,7 @@ from pathlib import Path
 import duckdb
 import filelock
 
+from lorabench.catalog._guard import drop_guard, restore_interrupted_checkpoint, wal_size, write_guard
 from lorabench.errors import CatalogError, CatalogLockedError
 
 __all__ = ["Gateway"]
@@ -57,8 +50,6 @@ _LOCK_CONFLICT = re.compile(r"Could not set lock|Conflicting lock|database is lo
 _PID = re.compile(r"PID (\d+)")
 _YIELD_PAUSE = 0.03
 _WAL_TROUBLE = re.compile(r"\bWAL\b|write-ahead|replay", re.IGNORECASE)
-_GUARD = ".pre-checkpoint"
-_WAL_PREFIX = 1 << 16
 # DuckDB checkpoints by itself when the WAL passes this size; ours take over well before it.
 _NO_AUTO_CHECKPOINT = "SET wal_autocheckpoint = '1000000GB'"
 
@@ -113,6 +104,7 @@ class Gateway:
         self._timer: threading.Timer | None = None
         self._closed = False
         self._released_at = 0.0
+        self._holds = 0
         self._filelock: filelock.BaseFileLock | None = None
         if not self.memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +151,7 @@ class Gateway:
         else:
             self._acquire_filelock()
             try:
-                self._restore_interrupted_checkpoint()
+                restore_interrupted_checkpoint(self.path)
                 self._conn = self._open_file()
                 self._conn.execute("PRAGMA disable_checkpoint_on_shutdown")
                 self._conn.execute(_NO_AUTO_CHECKPOINT)
@@ -185,7 +177,11 @@ class Gateway:
         if pause > 0:  # just gave the file up: let a waiting process take its turn first
             time.sleep(pause)
         try:
-            self._filelock.acquire(timeout=self.deadline, poll_interval=0.005)
+            try:
+                self._filelock.acquire(timeout=0)
+            except filelock.Timeout:  # held: say so (a holding job hands over between batches), then wait
+                with self._waiting():
+                    self._filelock.acquire(timeout=self.deadline, poll_interval=0.005)
         except filelock.Timeout:
             holder = _read_holder(self.path)
             who = f" (PID {holder})" if holder else ""
@@ -195,6 +191,44 @@ class Gateway:
             ) from None
         with contextlib.suppress(OSError):
             Path(self.path + ".holder").write_text(str(os.getpid()))
+
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        marker = Path(self.path + ".waiting") / f"{os.getpid()}-{id(self)}"
+        try:
+            marker.parent.mkdir(exist_ok=True)
+            marker.touch()
+        except OSError:  # a read-only folder: the holder hands over on its own schedule
+            yield
+            return
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+
+    def _others_waiting(self) -> bool:
+        """Whether another lorabench process is waiting for the file (stale markers are swept)."""
+        try:
+            entries = list(os.scandir(self.path + ".waiting"))
+        except OSError:
+            return False
+        mine = f"{os.getpid()}-{id(self)}"
+        for entry in entries:
+            head = entry.name.split("-")[0]
+            pid = int(head) if head.isdigit() else 0
+            if entry.name == mine or pid <= 0:
+                continue
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                continue
+            except PermissionError:  # alive, another user's
+                pass
+            return True
+        return False
 
     def _release_filelock(self) -> None:
         if self._filelock is not None and self._filelock.is_locked:
@@ -249,10 +283,7 @@ class Gateway:
 
     def wal_size(self) -> int:
         """Bytes in the catalog's write-ahead log (0 when there is none)."""
-        try:
-            return 0 if self.memory else os.stat(self.path + ".wal").st_size
-        except FileNotFoundError:
-            return 0
+        return 0 if self.memory else wal_size(self.path)
 
     def checkpoint(self) -> bool:
         """Fold the WAL into the catalog file, safely; False when there was nothing to fold.
@@ -278,13 +309,7 @@ class Gateway:
         wal = self.wal_size()
         if wal == 0:
             return False
-        guard = Path(self.path + _GUARD)
-        partial = Path(self.path + _GUARD + ".tmp")
-        shutil.copyfile(self.path, partial)
-        _fsync(partial)
-        _write_synced(Path(self.path + _GUARD + ".json"), json.dumps({"wal": self._wal_fingerprint(wal)}))
-        os.replace(partial, guard)
-        _fsync(guard.parent)
+        write_guard(self.path, wal)
         try:
             conn.execute("CHECKPOINT")
         except duckdb.Error as exc:
@@ -292,50 +317,13 @@ class Gateway:
                 f"Could not checkpoint the catalog {self.path}: {exc}",
                 hint="Every commit is still in the WAL; check free disk space and retry.",
             ) from exc
-        self._drop_guard()
+        drop_guard(self.path)
         return True
-
-    def _wal_fingerprint(self, size: int) -> str:
-        """What identifies this WAL: a hash of its start (DuckDB's WAL header names the checkpoint it follows)."""
-        with open(self.path + ".wal", "rb") as handle:
-            return hashlib.sha256(handle.read(min(size, _WAL_PREFIX))).hexdigest()
-
-    def _drop_guard(self) -> None:
-        for suffix in (_GUARD, _GUARD + ".json"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path + suffix)
-
-    def _restore_interrupted_checkpoint(self) -> None:
-        """Before opening: undo a checkpoint that a killed process left half-written.
-
-        The copy is put back only beside the very WAL it was taken with (the checkpoint never
-        finished); otherwise the checkpoint did finish, or the file moved on since, and the copy
-        is stale.
-        """
-        guard = Path(self.path + _GUARD)
-        for leftover in (_GUARD + ".tmp", _GUARD + ".json.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path + leftover)
-        if not guard.exists():
-            return
-        wal = self.wal_size()
-        try:
-            wanted = json.loads(Path(self.path + _GUARD + ".json").read_text())["wal"]
-            same_wal = wal > 0 and self._wal_fingerprint(wal) == wanted
-        except (OSError, ValueError, KeyError, TypeError):
-            same_wal = False
-        if not same_wal:
-            self._drop_guard()
-            return
-        os.replace(guard, self.path)
-        self._drop_guard()
-        logger.warning("lorabench: a checkpoint of %s was interrupted; restored the file from its "
-                       "pre-checkpoint copy (the WAL replays every commit since).", self.path)  # fmt: skip
 
     # -- release -----------------------------------------------------------------------
 
     def _schedule_release(self) -> None:
-        if self.memory or self._conn is None:
+        if self.memory or self._conn is None or self._holds:
             return
         held = time.monotonic() - self._opened_at
         if self.linger <= 0 or held >= self.max_hold:
@@ -348,19 +336,48 @@ class Gateway:
 
     def _release_if_idle(self) -> None:
         with self._mutex:
-            if self._depth == 0:
+            if self._depth == 0 and not self._holds:
                 self._close_now()
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Keep the file between sessions for a batch job (an import); :meth:`offer_turn` hands it over."""
+        with self._mutex:
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._holds -= 1
+                if not self._holds and not self._depth:
+                    self._cancel_timer()
+                    self._schedule_release()
+
+    def offer_turn(self, *, checkpoint_bytes: int | None = None) -> bool:
+        """Between batches: release the file if another lorabench process is waiting for it.
+
+        ``checkpoint_bytes`` overrides the WAL size past which the release checkpoints first.
+        """
+        if self.memory:
+            return False
+        with self._mutex:
+            if self._depth or self._conn is None or not self._others_waiting():
+                return False
+            self._cancel_timer()
+            self._close_now(threshold=checkpoint_bytes)
+            self._released_at = time.monotonic()
+            return True
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _close_now(self, *, final: bool = False) -> None:
+    def _close_now(self, *, final: bool = False, threshold: int | None = None) -> None:
         conn = self._conn
         if conn is not None and not self.memory:
             wal = self.wal_size()
-            if wal and (final or wal >= self.checkpoint_bytes):
+            if wal and (final or wal >= (threshold or self.checkpoint_bytes)):
                 try:
                     self._checkpoint(conn)
                 except (duckdb.Error, OSError) as exc:  # the WAL keeps every commit; the next close retries
@@ -427,23 +444,6 @@ def _close_all() -> None:
     for gateway in list(_GATEWAYS):
         with contextlib.suppress(Exception):
             gateway.close()
-
-
-def _write_synced(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".tmp")
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_holder(path: str) -> str | None:

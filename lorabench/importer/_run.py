@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from lorabench.catalog._rows import error_row, lora_row
 from lorabench.catalog._store import Fingerprint
 from lorabench.errors import FileReadError, ImportRunError, LorabenchError
 from lorabench.files import hash_file, hash_files, inspect
+from lorabench.importer._read import read_files
 from lorabench.importer._report import ImportReport
 from lorabench.importer._scan import Found, scan
 
@@ -31,6 +31,16 @@ __all__ = ["import_library"]
 
 _BATCH_FILES = 1000  # rows per transaction: bounds how long another process waits for the file
 _BATCH_SECONDS = 0.5
+# The import keeps the file between batches (handing it over when another process asks) and folds
+# its WAL in when it passes this size and at the end; each checkpoint first copies the file aside.
+_CHECKPOINT_BYTES = 64 << 20
+_FOLD_BYTES = 1 << 20  # at the end of a run; a no-change rescan writes only its run record
+
+
+def _between_batches(gateway: Any) -> None:
+    gateway.offer_turn(checkpoint_bytes=_CHECKPOINT_BYTES)
+    if gateway.wal_size() >= _CHECKPOINT_BYTES:
+        gateway.checkpoint()
 
 
 def _now() -> datetime:
@@ -177,7 +187,8 @@ def import_library(
     report.run_id = run_id
     status, error = "completed", None
     try:
-        _apply(catalog, report, plan, jobs, _Progress(progress), hashes)
+        with catalog._gateway.holding():
+            _apply(catalog, report, plan, jobs, _Progress(progress), hashes)
     except KeyboardInterrupt:
         status, error = "interrupted", "interrupted by the user"
         raise
@@ -194,7 +205,8 @@ def import_library(
             store.finish_run(run_id, status=status, counts=report.counts, duration=report.duration_s,
                              now=_now(), error=error,
                              errors=[(e["path"], e["code"], e["message"]) for e in report.errors])  # fmt: skip
-    catalog.checkpoint()  # fold the run's WAL into the file, so later opens need not replay it
+    if catalog._gateway.wal_size() >= _FOLD_BYTES:  # fold the run's writes in: later opens replay less
+        catalog.checkpoint()
     return report
 
 
@@ -228,21 +240,6 @@ def _dry_run(report: ImportReport, plan: _Plan, store: Any, hashes: bool) -> Non
                 report.errors.append({"path": f.path, "code": exc.code, "message": exc.message})
 
 
-def _read(f: Found, now: datetime) -> tuple[dict[str, Any], dict[str, str] | None]:
-    try:
-        info = inspect(f.path)
-    except FileReadError as exc:
-        status = "unsafe" if exc.code == "unsafe_format" else "error"
-        row = error_row(f.path, root=f.root, folder=f.folder, name=f.name, size=f.size, mtime_ns=f.mtime_ns,
-                        inode=f.inode, device=f.device, code=exc.code, message=exc.message, status=status,
-                        now=now, sidecar_fingerprint=f.sidecar_fingerprint)  # fmt: skip
-        return row, {"path": f.path, "code": exc.code, "message": exc.message}
-    row = lora_row(info, root=f.root, folder=f.folder, inode=f.inode, device=f.device,
-                   sidecar_fingerprint=f.sidecar_fingerprint, now=now)  # fmt: skip
-    row["path"] = f.path
-    return row, None
-
-
 def _apply(
     catalog: Catalog, report: ImportReport, plan: _Plan, jobs: int | None, progress: _Progress, hashes: bool
 ) -> None:
@@ -270,12 +267,12 @@ def _apply(
             for row, kind, old in pending:
                 if kind == "moved":
                     store.move(old.id, row, conn, keep_hashes=True)
-        gateway.release(yield_turn=True)
+        _between_batches(gateway)
         pending = []
         last_flush = time.monotonic()
 
-    for f, kind, old in work:
-        row, error = _read(f, now)
+    workers = max(1, jobs or os.cpu_count() or 1)
+    for (f, kind, old), (row, error) in zip(work, read_files([f for f, _, _ in work], now, workers), strict=True):
         if error is not None:
             report.errors.append(error)
         if kind == "new":
@@ -294,7 +291,6 @@ def _apply(
     store.mark_missing([fp.id for fp in plan.missing], offline=False, now=now)
     store.mark_missing([fp.id for fp in plan.offline], offline=True, now=now)
     if hashes and to_hash:
-        gateway.release(yield_turn=True)
         _hash_pass(catalog, report, to_hash, jobs, progress)
 
 
@@ -314,7 +310,7 @@ def _hash_pass(catalog: Catalog, report: ImportReport, files: list[Found], jobs:
                 report.added.remove(new_path)
             if old_path in report.missing:
                 report.missing.remove(old_path)
-        catalog._gateway.release(yield_turn=True)
+        _between_batches(catalog._gateway)
         batch = []
         last = time.monotonic()
 

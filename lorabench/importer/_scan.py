@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["LORA_SUFFIXES", "PICKLE_SUFFIXES", "Found", "ScanResult", "scan"]
 
@@ -26,6 +27,7 @@ _SIDECAR_SUFFIXES = (
     *(f".thumb.{e}" for e in ("png", "jpg", "jpeg", "webp")),
     ".png", ".jpg", ".jpeg", ".webp", ".gif",
 )  # fmt: skip
+_SIDECAR_SET = frozenset(_SIDECAR_SUFFIXES)
 
 
 @dataclass(slots=True)
@@ -44,16 +46,39 @@ class Found:
     sidecar_fingerprint: str = ""
 
 
-@dataclass
 class ScanResult:
     """What a walk found: files by path, skipped entries, and roots that could not be reached."""
 
-    files: dict[str, Found] = field(default_factory=dict)
-    rows: list[tuple[str, int, int, int, str]] = field(default_factory=list)
-    """``(path, size, mtime_ns, inode, sidecar_fingerprint)`` per file, for a columnar diff."""
-    skipped: list[tuple[str, str, str]] = field(default_factory=list)
-    unreachable: list[str] = field(default_factory=list)
-    folders: int = 0
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int, int, int, str]] = []
+        """``(path, size, mtime_ns, inode, sidecar_fingerprint)`` per file, for a columnar diff."""
+        self.skipped: list[tuple[str, str, str]] = []
+        self.unreachable: list[str] = []
+        self.folders = 0
+        self._entries: dict[str, tuple[Any, ...]] = {}
+        self.files: Mapping[str, Found] = _Files(self._entries)
+        """Each file as a :class:`Found`, by path (made when asked for: a rescan needs few)."""
+
+
+class _Files(Mapping[str, Found]):
+    def __init__(self, entries: dict[str, tuple[Any, ...]]) -> None:
+        self._entries = entries
+        self._made: dict[str, Found] = {}
+
+    def __getitem__(self, path: str) -> Found:
+        found = self._made.get(path)
+        if found is None:
+            found = self._made[path] = Found(path, *self._entries[path])
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._entries
 
 
 def _fingerprint(parts: list[tuple[str, int, int]]) -> str:
@@ -183,27 +208,27 @@ def _collect(
     models: list[tuple[os.DirEntry[str], str]], others: list[os.DirEntry[str]], root: str, folder: str,
     seen_files: set[tuple[int, int]], result: ScanResult,
 ) -> None:  # fmt: skip
-    stems: dict[str, list[tuple[str, int, int]]] = {}
-    for entry, _ in models:
-        stems.setdefault(entry.name.rsplit(".", 1)[0], [])
+    stems = {entry.name.rpartition(".")[0] for entry, _ in models}
+    sidecars: dict[str, list[tuple[str, int, int]]] = {}
     for entry in others:
         name = entry.name
-        low = name.lower()
-        if not low.endswith(_SIDECAR_SUFFIXES):
+        if not name.lower().endswith(_SIDECAR_SUFFIXES):
             continue
-        for suffix in _SIDECAR_SUFFIXES:
-            if low.endswith(suffix):
-                parts = stems.get(name[: -len(suffix)])
-                if parts is not None:
-                    try:
-                        st = entry.stat()
-                    except OSError:
-                        continue
-                    parts.append((suffix, st.st_size, st.st_mtime_ns))
+        # The shortest stem that is a model's comes first, so "x.preview.png" is x's ".preview.png".
+        i = name.find(".")
+        while i > 0:
+            stem = name[:i]
+            if stem in stems and name[i:].lower() in _SIDECAR_SET:
+                try:
+                    st = entry.stat()
+                except OSError:
                     break
+                sidecars.setdefault(stem, []).append((name[i:].lower(), st.st_size, st.st_mtime_ns))
+                break
+            i = name.find(".", i + 1)
     rel = os.path.relpath(folder, root)
     rel = "" if rel == "." else rel
-    files, rows, skipped = result.files, result.rows, result.skipped
+    entries, rows, skipped = result._entries, result.rows, result.skipped
     is_regular = stat.S_ISREG
     for entry, kind in models:
         try:
@@ -219,9 +244,9 @@ def _collect(
             continue
         seen_files.add(key)
         path = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
-        stem = entry.name.rsplit(".", 1)[0]
-        sidecars = stems[stem]
-        fingerprint = _fingerprint(sidecars) if sidecars else ""
+        stem = entry.name.rpartition(".")[0]
+        parts = sidecars.get(stem)
+        fingerprint = _fingerprint(parts) if parts else ""
         size, mtime_ns, inode = st.st_size, st.st_mtime_ns, st.st_ino
-        files[path] = Found(path, root, rel, stem, size, mtime_ns, inode, st.st_dev, kind, fingerprint)
+        entries[path] = (root, rel, stem, size, mtime_ns, inode, st.st_dev, kind, fingerprint)
         rows.append((path, size, mtime_ns, inode, fingerprint))

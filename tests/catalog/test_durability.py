@@ -18,6 +18,7 @@ import filelock
 import pytest
 from _proc import Worker
 
+import lorabench.importer._read as read_module
 import lorabench.importer._run as run_module
 from lorabench.catalog import SCHEMA_VERSION, Catalog
 from lorabench.catalog import _schema as schema
@@ -426,9 +427,10 @@ def test_migration_killed_half_way_leaves_the_old_version(tmp_path, version):
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Count the files the importer reads (``inspect``) and hashes (``hash_files``)."""
+    """Count the files the importer reads (``inspect``) and hashes (``hash_files``); reads stay in this
+    process (no reader processes) so that they can be counted."""
     calls: dict[str, list[str]] = {"read": [], "hashed": []}
-    real_inspect, real_hash_files = run_module.inspect, run_module.hash_files
+    real_inspect, real_hash_files = read_module.inspect, run_module.hash_files
 
     def inspect(path, **kwargs):
         calls["read"].append(os.fspath(path))
@@ -439,7 +441,8 @@ def counted(monkeypatch):
         calls["hashed"] += [os.fspath(p) for p, _ in items]
         return real_hash_files(items, **kwargs)
 
-    monkeypatch.setattr(run_module, "inspect", inspect)
+    monkeypatch.setattr(read_module, "inspect", inspect)
+    monkeypatch.setattr(read_module, "POOL_MIN_FILES", 10**9)
     monkeypatch.setattr(run_module, "hash_files", hash_files)
     return calls
 
