@@ -313,6 +313,9 @@ class Gateway:
         try:
             conn.execute("CHECKPOINT")
         except duckdb.Error as exc:
+            # The file may be half-written: drop the connection before anything else is written, so
+            # that the next open puts the pre-checkpoint copy back and replays the WAL.
+            self._drop_connection()
             raise CatalogError(
                 f"Could not checkpoint the catalog {self.path}: {exc}",
                 hint="Every commit is still in the WAL; check free disk space and retry.",
@@ -380,9 +383,13 @@ class Gateway:
             if wal and (final or wal >= (threshold or self.checkpoint_bytes)):
                 try:
                     self._checkpoint(conn)
-                except (duckdb.Error, OSError) as exc:  # the WAL keeps every commit; the next close retries
+                except (CatalogError, OSError) as exc:  # the WAL keeps every commit; a later close retries
                     logger.warning("lorabench: could not checkpoint %s: %s", self.path, exc)
-        self._conn = None
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        """Close the connection (DuckDB does not checkpoint on close here) and give the file up."""
+        conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(duckdb.Error):
                 conn.close()

@@ -18,6 +18,7 @@ import pytest
 from _proc import Worker
 
 from lorabench.catalog import Catalog
+from lorabench.errors import CatalogError
 from lorabench.samples import build_library
 
 _METADATA_BLOCK = 12288  # the first block after DuckDB's three 4 KiB headers: the catalog's metadata
@@ -109,3 +110,30 @@ def test_only_lorabench_checkpoints_and_sql_checkpoint_is_guarded(imported):
     assert _guard_files(db) == []
     with Catalog(db) as again:
         assert _notes(again) == {1: "one", 2: "two", 3: "three"}
+
+
+def test_a_failed_checkpoint_gives_the_file_up_and_the_next_open_restores_it(imported, monkeypatch):
+    """DuckDB raising in CHECKPOINT (disk full, say) may leave the file half-written: the connection is
+    dropped at once (lock released, nothing more written) and the next open puts the copy back."""
+    db = imported
+    catalog = Catalog(db)
+    catalog.update(1, notes="before the failure")
+    gateway = catalog._gateway
+
+    class _FailsAtCheckpoint:
+        def execute(self, sql: str) -> None:
+            _tear(db, _METADATA_BLOCK)  # as if DuckDB had started writing
+            raise duckdb.IOException("No space left on device")
+
+    with gateway._mutex:
+        gateway._connection()
+        with pytest.raises(CatalogError, match="Could not checkpoint") as info:
+            gateway._checkpoint(_FailsAtCheckpoint())  # type: ignore[arg-type]
+    assert "WAL" in info.value.hint
+    assert not gateway.is_open and not gateway._filelock.is_locked
+    assert _guard_files(db) == ["catalog.duckdb.pre-checkpoint", "catalog.duckdb.pre-checkpoint.json"]
+    assert _notes(catalog) == {1: "before the failure"}  # reopens: the copy is back, the WAL replayed
+    assert _guard_files(db) == []
+    catalog.close()
+    with Catalog(db) as again:
+        assert _notes(again) == {1: "before the failure"}

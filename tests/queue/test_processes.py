@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,10 +44,28 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def spawn_worker(url: str, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    # stderr goes to a file, not a pipe nobody reads while the worker runs (a full pipe would stall it)
+    log = tempfile.NamedTemporaryFile("w+", prefix="lorabench-worker-", suffix=".log", delete=False)  # noqa: SIM115
+    worker = subprocess.Popen(
         [sys.executable, "-m", "lorabench", "worker", "--backend", url, "--lease", "3", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ},
+        stdout=subprocess.DEVNULL, stderr=log, text=True, cwd=REPO, env={**os.environ},
     )  # fmt: skip
+    log.close()
+    worker.log_path = log.name  # type: ignore[attr-defined]
+    return worker
+
+
+def finish(worker: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
+    """Wait for a worker; its exit status and stderr. A worker that does not end is killed and reported."""
+    try:
+        rc = worker.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+        pytest.fail(f"the worker did not end within {timeout} s; its stderr:\n{Path(worker.log_path).read_text()}")
+    text = Path(worker.log_path).read_text()
+    os.unlink(worker.log_path)
+    return rc, text
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
@@ -74,7 +93,7 @@ def test_killed_worker_loses_nothing_and_never_runs_a_job_twice_silently(home):
 
         killed = wait_for(victim, what="a job in progress after one success")
         worker.send_signal(signal.SIGKILL)
-        worker.wait(timeout=10)
+        finish(worker, timeout=10)
         assert q.get(killed.id).state == "running"  # nobody has said anything yet
         # The next kernel (here: this process) finds it at once: the worker's process is gone.
         changed = {j.id: j.state for j in q.recover()}
@@ -84,7 +103,8 @@ def test_killed_worker_loses_nothing_and_never_runs_a_job_twice_silently(home):
         assert {j.state for j in q.jobs()} <= {"succeeded", "queued", "interrupted"}
 
         restarted = spawn_worker(srv.url, "--once")
-        assert restarted.wait(timeout=60) == 0, restarted.communicate()[1]
+        rc, err = finish(restarted, timeout=60)
+        assert rc == 0, err
         states = {j.id: j.state for j in q.jobs()}
         assert states[killed.id] == "interrupted", "an interrupted job is never re-run by itself"
         assert [s for i, s in states.items() if i != killed.id] == ["succeeded"] * 4
@@ -93,7 +113,8 @@ def test_killed_worker_loses_nothing_and_never_runs_a_job_twice_silently(home):
 
         q.resume(killed.id)
         again = spawn_worker(srv.url, "--once")
-        assert again.wait(timeout=60) == 0, again.communicate()[1]
+        rc, err = finish(again, timeout=60)
+        assert rc == 0, err
         assert {j.state for j in q.jobs()} == {"succeeded"}
         assert len(srv.generation_log) == 6  # the resumed job ran once more, because the user asked
         assert all(len(q.results(j.id)) == 1 for j in jobs)
@@ -133,7 +154,8 @@ def test_cli_generate_and_worker(home):
                    "--wait")  # fmt: skip
         assert bird.returncode == 0 and "running it here" not in bird.stderr and Path(bird.stdout.strip()).is_file()
         worker.send_signal(signal.SIGINT)
-        assert worker.wait(timeout=20) == 130
+        rc, err = finish(worker, timeout=20)
+        assert rc == 130, err
         assert json.loads(cli("worker", "--status").stdout)["workers"] == []
 
         bad = cli("generate", "--prompt", "x", "--lora", "ink:heavy")
