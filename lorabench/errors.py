@@ -16,6 +16,7 @@ message, and a ``hint`` telling the user what to do about it::
     │   └── UnstableFileError           the file changed or was truncated while it was read
     ├── CatalogError                    the catalog could not do what was asked
     │   ├── CatalogLockedError          another process held the catalog past the deadline
+    │   ├── DiskFullError               not enough free disk space for a write (nothing changed)
     │   ├── NotFoundError               no catalog row has that id
     │   ├── QuerySyntaxError            a search query has bad syntax or an unknown field
     │   └── SchemaVersionError          the catalog was written by a newer lorabench
@@ -49,6 +50,7 @@ __all__ = [
     "CatalogLockedError",
     "ConfigError",
     "DeadlineExceededError",
+    "DiskFullError",
     "FileReadError",
     "FileTooLargeError",
     "ImportRunError",
@@ -201,6 +203,13 @@ class CatalogLockedError(CatalogError):
 
     code = "catalog_locked"
     hint = "Another process is using the catalog; wait for it to finish or close it, then retry."
+
+
+class DiskFullError(CatalogError):
+    """Raised before a write that would not fit on the disk; the catalog is left as it was."""
+
+    code = "disk_full"
+    hint = "Free some disk space (or move the catalog with LORABENCH_CATALOG), then retry."
 
 
 class NotFoundError(CatalogError):

@@ -40,6 +40,7 @@ import duckdb
 import filelock
 
 from lorabench.catalog._guard import drop_guard, restore_interrupted_checkpoint, wal_size, write_guard
+from lorabench.catalog._storage import check_folder, ensure_free_space
 from lorabench.errors import CatalogError, CatalogLockedError
 
 __all__ = ["Gateway"]
@@ -109,6 +110,7 @@ class Gateway:
         if not self.memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._filelock = filelock.FileLock(self.path + ".lock", thread_local=False)
+            check_folder(self.path)  # warns about network, FUSE and sync folders
         _GATEWAYS.add(self)
 
     def __repr__(self) -> str:
@@ -309,6 +311,8 @@ class Gateway:
         wal = self.wal_size()
         if wal == 0:
             return False
+        # Room for the copy, and for DuckDB to write the folded blocks beside the live ones.
+        ensure_free_space(self.path, 2 * os.path.getsize(self.path) + wal + (16 << 20), "checkpoint the catalog")
         write_guard(self.path, wal)
         try:
             conn.execute("CHECKPOINT")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from lorabench.catalog._storage import ensure_free_space
 from lorabench.catalog._store import Fingerprint
 from lorabench.errors import FileReadError, ImportRunError, LorabenchError
 from lorabench.files import hash_file, hash_files, inspect
@@ -35,6 +36,7 @@ _BATCH_SECONDS = 0.5
 # its WAL in when it passes this size and at the end; each checkpoint first copies the file aside.
 _CHECKPOINT_BYTES = 64 << 20
 _FOLD_BYTES = 1 << 20  # at the end of a run; a no-change rescan writes only its run record
+_MIN_FREE_BYTES = 64 << 20
 
 
 def _between_batches(gateway: Any) -> None:
@@ -182,6 +184,8 @@ def import_library(
         _dry_run(report, plan, store, hashes)
         report.duration_s = time.monotonic() - started
         return report
+    if catalog.path != ":memory:":  # fail before the first write, not half-way (the catalog stays as it was)
+        ensure_free_space(catalog.path, _MIN_FREE_BYTES, "import into the catalog")
     options = {"force_resync": force_resync, "jobs": jobs, "follow_symlinks": follow_symlinks, "hashes": hashes}
     run_id = store.start_run(report.scope, options, _now())
     report.run_id = run_id
