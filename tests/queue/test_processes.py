@@ -43,12 +43,19 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def _sigint_default() -> None:
+    """In the worker, before exec: Ctrl-C as in a terminal. A test run started in the background (``cmd &``
+    in a script) inherits SIGINT *ignored*, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn_worker(url: str, *extra: str) -> subprocess.Popen[str]:
     # stderr goes to a file, not a pipe nobody reads while the worker runs (a full pipe would stall it)
     log = tempfile.NamedTemporaryFile("w+", prefix="lorabench-worker-", suffix=".log", delete=False)  # noqa: SIM115
     worker = subprocess.Popen(
         [sys.executable, "-m", "lorabench", "worker", "--backend", url, "--lease", "3", *extra],
         stdout=subprocess.DEVNULL, stderr=log, text=True, cwd=REPO, env={**os.environ},
+        preexec_fn=_sigint_default,
     )  # fmt: skip
     log.close()
     worker.log_path = log.name  # type: ignore[attr-defined]
