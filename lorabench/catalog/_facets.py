@@ -169,6 +169,8 @@ def facets(
     if unknown:
         raise CatalogError(f"Unknown facet field {unknown[0]!r}", hint=f"Facet fields: {', '.join(FACET_FIELDS)}.")
     fields = list(dict.fromkeys(fields))
+    if not fields:
+        return {}
     # One statement: the WHERE is evaluated once into a materialised CTE and each field is counted from
     # it. Only allow-listed column names and the compiled WHERE (placeholders only) are formatted in.
     curated = compiled.source == "lora_view" or any(f in _CURATION_FACETS for f in fields)

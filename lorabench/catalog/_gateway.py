@@ -297,6 +297,8 @@ class Gateway:
         if self.memory:
             return False
         with self._mutex:
+            if self._closed:
+                raise CatalogError("This catalog is closed.", hint="Open a new lorabench.Catalog.")
             if self._depth:
                 raise CatalogError("A checkpoint cannot run inside an open catalog session.",
                                    hint="Call checkpoint() after the session's block has ended.")  # fmt: skip
@@ -382,14 +384,16 @@ class Gateway:
 
     def _close_now(self, *, final: bool = False, threshold: int | None = None) -> None:
         conn = self._conn
-        if conn is not None and not self.memory:
-            wal = self.wal_size()
-            if wal and (final or wal >= (threshold or self.checkpoint_bytes)):
-                try:
-                    self._checkpoint(conn)
-                except (CatalogError, OSError) as exc:  # the WAL keeps every commit; a later close retries
-                    logger.warning("lorabench: could not checkpoint %s: %s", self.path, exc)
-        self._drop_connection()
+        try:
+            if conn is not None and not self.memory:
+                wal = self.wal_size()
+                if wal and (final or wal >= (self.checkpoint_bytes if threshold is None else threshold)):
+                    try:
+                        self._checkpoint(conn)
+                    except (CatalogError, OSError) as exc:  # the WAL keeps every commit; a later close retries
+                        logger.warning("lorabench: could not checkpoint %s: %s", self.path, exc)
+        finally:  # even on Ctrl-C during the copy: never keep the file
+            self._drop_connection()
 
     def _drop_connection(self) -> None:
         """Close the connection (DuckDB does not checkpoint on close here) and give the file up."""
@@ -421,11 +425,13 @@ class Gateway:
         """Close for good."""
         with self._mutex:
             self._cancel_timer()
-            if not self._closed:
-                if self._conn is None and self.wal_size():
-                    self._reopen_briefly()  # to fold the WAL in below, if the file is free right now
-                self._close_now(final=True)
-            self._closed = True
+            try:
+                if not self._closed:
+                    if self._conn is None and self.wal_size():
+                        self._reopen_briefly()  # to fold the WAL in below, if the file is free right now
+                    self._close_now(final=True)
+            finally:
+                self._closed = True
 
     def _reopen_briefly(self) -> None:
         deadline, self.deadline = self.deadline, 0.0

@@ -38,7 +38,9 @@ def wal_size(path: str) -> int:
 
 
 def _wal_fingerprint(path: str, size: int) -> str:
-    """What identifies a WAL: a hash of its start (DuckDB's WAL header names the checkpoint it follows)."""
+    """What identifies a WAL: a hash of its first ``size`` bytes (at most 64 KiB; DuckDB's WAL header
+    names the database and the checkpoint it follows). The WAL only grows during a checkpoint (DuckDB
+    appends its checkpoint record first), so the recorded prefix stays the same."""
     with open(path + ".wal", "rb") as handle:
         return hashlib.sha256(handle.read(min(size, _WAL_PREFIX))).hexdigest()
 
@@ -49,7 +51,7 @@ def write_guard(path: str, wal: int) -> None:
     partial = Path(path + _GUARD + ".tmp")
     shutil.copyfile(path, partial)
     _fsync(partial)
-    _write_synced(Path(path + _GUARD + ".json"), json.dumps({"wal": _wal_fingerprint(path, wal)}))
+    _write_synced(Path(path + _GUARD + ".json"), json.dumps({"wal_size": wal, "wal": _wal_fingerprint(path, wal)}))
     os.replace(partial, guard)
     _fsync(guard.parent)
 
@@ -71,14 +73,16 @@ def restore_interrupted_checkpoint(path: str) -> bool:
         return False
     wal = wal_size(path)
     try:
-        wanted = json.loads(Path(path + _GUARD + ".json").read_text())["wal"]
-        same_wal = wal > 0 and _wal_fingerprint(path, wal) == wanted
+        record = json.loads(Path(path + _GUARD + ".json").read_text())
+        recorded = int(record["wal_size"])
+        same_wal = 0 < recorded <= wal and _wal_fingerprint(path, recorded) == record["wal"]
     except (OSError, ValueError, KeyError, TypeError):
         same_wal = False
     if not same_wal:
         drop_guard(path)
         return False
     os.replace(guard, path)
+    _fsync(guard.parent)
     drop_guard(path)
     logger.warning("lorabench: a checkpoint of %s was interrupted; restored the file from its "
                    "pre-checkpoint copy (the WAL replays every commit since).", path)  # fmt: skip

@@ -233,15 +233,19 @@ def _generation_results() -> tuple[str, ...]:
 def _lean_search() -> tuple[str, ...]:
     # Facet counts count a LoRA once per value with a plain unnest when lists hold distinct values
     # (list_distinct over 100,000 rows cost more than the rest of a search). Writers keep them
-    # distinct; this brings older rows in line. Hashes likewise: stored lower-case, matched without lower().
+    # distinct; this brings older rows in line (keeping first-seen order). Hashes likewise: stored
+    # lower-case, matched without lower(). User tags were always stored lower-case by Catalog.update.
     dedupe = [
-        f"UPDATE {table} SET {column} = list_distinct({column}) "  # noqa: S608 (constant names)
-        f"WHERE len({column}) > len(list_distinct({column}))"
+        f"UPDATE {table} SET {column} = list_filter({column}, lambda x, i: list_position({column}, x) = i) "  # noqa: S608
+        f"WHERE len({column}) > len(list_distinct({column}))"  # first-seen order kept
         for table, column in (("loras", "trigger_words"), ("loras", "training_tags"), ("loras", "sidecar_kinds"),
                               ("curation", "user_tags"))
     ]  # fmt: skip
     hashes = ("sha256", "autov2", "autov3", "tensor_sha256", "legacy_hash")
     return (
+        # a backup restored before this version could bring user tags in another case
+        "UPDATE curation SET user_tags = list_transform(user_tags, lambda x: lower(trim(x))) "
+        "WHERE user_tags <> list_transform(user_tags, lambda x: lower(trim(x)))",
         *dedupe,
         f"UPDATE loras SET {', '.join(f'{h} = lower({h})' for h in hashes)} "  # noqa: S608
         f"WHERE {' OR '.join(f'{h} <> lower({h})' for h in hashes)}",

@@ -290,6 +290,9 @@ class Store:
 def write_curation(conn: duckdb.DuckDBPyConnection, lora_id: int, values: dict[str, Any]) -> None:
     """Upsert curation fields for one row (only the keys present in ``values``)."""
     fields = [f for f in _CURATION_FIELDS if f in values]
+    if values.get("user_tags"):  # stored lower-case and distinct (search and facets rely on it), whatever the source
+        values = {**values, "user_tags": list(dict.fromkeys(t.strip().lower()[:256] for t in values["user_tags"]
+                                                            if isinstance(t, str) and t.strip()))}  # fmt: skip
     hashes = conn.execute("SELECT sha256, tensor_sha256 FROM loras WHERE id = ?", [lora_id]).fetchone()
     sha, tensor = hashes if hashes else (None, None)
     params = [values[f] if f != "trigger_groups" else json.dumps(values[f]) for f in fields]

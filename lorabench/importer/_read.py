@@ -18,6 +18,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -65,24 +66,51 @@ def read_files(files: Sequence[Found], now: datetime, jobs: int) -> Iterator[Rea
     chunks = [files[i : i + _CHUNK] for i in range(0, len(files), _CHUNK)]
     workers = [_start_worker() for _ in range(min(jobs, len(chunks)))]
     n = len(workers)
+    # Each worker gets chunks i ≡ w (mod n) from its own feeder thread, at most two ahead of what has
+    # been read back: a request larger than the pipe buffer then blocks only its feeder, never the
+    # loop below that drains the replies (one thread doing both would deadlock with the worker).
+    slots = [threading.Semaphore(2) for _ in range(n)]
+    stop = threading.Event()
+
+    def feed(w: int) -> None:
+        try:
+            for i in range(w, len(chunks), n):
+                slots[w].acquire()
+                if stop.is_set():
+                    return
+                _send(workers[w].stdin, _request(chunks[i], now))
+        except (OSError, ValueError):  # the worker died or its pipe was closed: the reader loop reports it
+            return
+
+    feeders = [threading.Thread(target=feed, args=(w,), daemon=True, name=f"lorabench-read-{w}") for w in range(n)]
+    for thread in feeders:
+        thread.start()
+    done = False
     try:
-        for i in range(min(len(chunks), 2 * n)):  # two chunks queued per worker keeps each busy
-            _send(workers[i % n].stdin, _request(chunks[i], now))
         for i in range(len(chunks)):
-            worker = workers[i % n]
-            status, payload = _receive(worker.stdout)
+            w = i % n
+            status, payload = _receive(workers[w].stdout)
             if status != "ok":
                 raise RuntimeError(f"a reader process failed: {payload}")
-            if i + 2 * n < len(chunks):
-                _send(worker.stdin, _request(chunks[i + 2 * n], now))
+            slots[w].release()
             yield from payload
+        done = True
     finally:
+        stop.set()
+        for w in range(n):
+            slots[w].release()
         for worker in workers:
+            if not done:  # stopped early: a feeder may be blocked writing to it; killing it frees the feeder
+                worker.kill()
             _stop(worker)
+        for thread in feeders:
+            thread.join(timeout=5)
 
 
 def _start_worker() -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The importer's own import path, so that a worker finds the same lorabench (not one in its cwd).
+    path = os.pathsep.join(p for p in sys.path if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     return subprocess.Popen([sys.executable, "-m", "lorabench.importer._reader_process"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, env=env)  # fmt: skip
 

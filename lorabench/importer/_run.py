@@ -191,8 +191,7 @@ def import_library(
     report.run_id = run_id
     status, error = "completed", None
     try:
-        with catalog._gateway.holding():
-            _apply(catalog, report, plan, jobs, _Progress(progress), hashes)
+        _apply(catalog, report, plan, jobs, _Progress(progress), hashes)
     except KeyboardInterrupt:
         status, error = "interrupted", "interrupted by the user"
         raise
@@ -276,25 +275,29 @@ def _apply(
         last_flush = time.monotonic()
 
     workers = max(1, jobs or os.cpu_count() or 1)
-    for (f, kind, old), (row, error) in zip(work, read_files([f for f, _, _ in work], now, workers), strict=True):
-        if error is not None:
-            report.errors.append(error)
-        if kind == "new":
-            report.added.append(f.path)
-        if kind in ("new", "changed") or (kind == "moved" and old.sha256 is None):
-            to_hash.append(f)
-        pending.append((row, kind, old))
-        if bar is not None:
-            bar.update(1)
-        if len(pending) >= _BATCH_FILES or time.monotonic() - last_flush > _BATCH_SECONDS:
-            flush()
-    flush()
+    # The file stays open between these batches (handed over when another process asks): reading
+    # headers is quick per file. The hash pass below releases it after each batch instead.
+    with gateway.holding():
+        for (f, kind, old), (row, error) in zip(work, read_files([f for f, _, _ in work], now, workers), strict=True):
+            if error is not None:
+                report.errors.append(error)
+            if kind == "new":
+                report.added.append(f.path)
+            if kind in ("new", "changed") or (kind == "moved" and old.sha256 is None):
+                to_hash.append(f)
+            pending.append((row, kind, old))
+            if bar is not None:
+                bar.update(1)
+            if len(pending) >= _BATCH_FILES or time.monotonic() - last_flush > _BATCH_SECONDS:
+                flush()
+        flush()
     if bar is not None:
         bar.close()
     store.mark_present([fp.id for fp in plan.restored], now)
     store.mark_missing([fp.id for fp in plan.missing], offline=False, now=now)
     store.mark_missing([fp.id for fp in plan.offline], offline=True, now=now)
     if hashes and to_hash:
+        gateway.release(yield_turn=True)
         _hash_pass(catalog, report, to_hash, jobs, progress)
 
 
@@ -314,7 +317,8 @@ def _hash_pass(catalog: Catalog, report: ImportReport, files: list[Found], jobs:
                 report.added.remove(new_path)
             if old_path in report.missing:
                 report.missing.remove(old_path)
-        _between_batches(catalog._gateway)
+        # released after every batch: hashing one big file can take longer than another process waits
+        catalog._gateway.release(yield_turn=True)
         batch = []
         last = time.monotonic()
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -107,3 +108,41 @@ def test_readers_end_when_the_importer_is_killed(tmp_path):
     while _processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _processes_with(marker) == []
+
+
+def test_requests_larger_than_a_pipe_buffer_do_not_deadlock(tmp_path, monkeypatch):
+    """Deep folders make one chunk's request (and reply) far larger than the 64 KiB a pipe holds; the
+    importer must keep draining replies while it sends (a single thread doing both would hang)."""
+    deep = tmp_path.joinpath(*(c * 250 for c in "fghijkl"))  # paths of about 2,000 characters
+    lib = build_library(deep, count=300, tiny=True, seed=79)
+    found = scan([str(lib.root)], [(str(lib.root), str(lib.root))])
+    files = sorted(found.files.values(), key=lambda f: f.path)
+    assert sum(len(f.path) for f in files[:50]) > 90_000  # one request: well over a pipe's 64 KiB
+    monkeypatch.setattr(read_module, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(read_module, "_CHUNK", 50)  # six chunks: three per worker, two sent ahead
+    now = datetime(2026, 11, 26, 12, 0)
+    result: list = []
+    reader = threading.Thread(target=lambda: result.extend(read_module.read_files(files, now, jobs=2)), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive(), "reading deadlocked"
+    assert [row["path"] for row, _ in result] == [f.path for f in files]
+
+
+def test_stopping_early_ends_the_readers(tmp_path, monkeypatch):
+    _, files = _library(tmp_path)
+    monkeypatch.setattr(read_module, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(read_module, "_CHUNK", 5)
+    started: list = []
+    real_start = read_module._start_worker
+
+    def start():
+        started.append(real_start())
+        return started[-1]
+
+    monkeypatch.setattr(read_module, "_start_worker", start)
+    rows = read_module.read_files(files, datetime(2026, 11, 26), jobs=2)
+    assert next(rows)[0]["path"] == files[0].path
+    rows.close()  # the consumer gives up after one row (an import that failed, say)
+    assert len(started) == 2
+    assert all(worker.poll() is not None for worker in started)

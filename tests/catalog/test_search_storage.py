@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 
@@ -79,3 +81,22 @@ def test_importer_writes_distinct_lower_case_lists(tmp_path):
 )  # fmt: skip
 def test_queries_read_the_curation_join_only_when_they_need_it(query, source):
     assert compile_query(query).source == source
+
+
+def test_restored_user_tags_are_stored_lower_case_and_distinct(tmp_path):
+    """A backup edited by hand (or written before tags were normalised) cannot break facet counts."""
+    lib = build_library(tmp_path / "lib", count=3, tiny=True, seed=6)
+    with Catalog(tmp_path / "a.duckdb") as catalog:
+        catalog.import_library([lib.root], progress=False)
+        catalog.update(1, tags=["ink"])
+        catalog.backup(tmp_path / "backup.json")
+    doc = json.loads((tmp_path / "backup.json").read_text())
+    doc["curation"][0]["user_tags"] = ["Ink", "ink", " INK ", "Wash"]
+    (tmp_path / "backup.json").write_text(json.dumps(doc))
+    with Catalog(tmp_path / "b.duckdb") as catalog:
+        catalog.import_library([lib.root], progress=False)
+        assert catalog.restore(tmp_path / "backup.json")["matched"] == 1
+        [row] = catalog.search("utag:ink").to_list()
+        assert row["user_tags"] == ["ink", "wash"]
+        assert dict(catalog.facets("", fields=["user_tags"])["user_tags"]) == {"ink": 1, "wash": 1}
+        assert catalog.facets("", fields=[]) == {}
