@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from lorabench.catalog._gateway import Gateway
+from lorabench.catalog._guard import backup_before_migration
 from lorabench.catalog._query import compile_query, facets
 from lorabench.catalog._results import ResultSet, SearchResult
-from lorabench.catalog._schema import SCHEMA_VERSION, migrate
+from lorabench.catalog._schema import SCHEMA_VERSION, current_version, migrate
 from lorabench.catalog._store import Store, write_curation
 from lorabench.config import catalog_path
 from lorabench.errors import CatalogError, NotFoundError
@@ -76,6 +77,15 @@ class Catalog:
 
     def _on_open(self, conn: Any) -> None:
         if not self._migrated:
+            version = current_version(conn)
+            if 0 < version < SCHEMA_VERSION and self.path != ":memory:":  # an older catalog: keep a copy first
+                try:
+                    backup_before_migration(self.path, version)
+                except OSError as exc:
+                    raise CatalogError(
+                        f"Could not back up the catalog {self.path} before migrating it: {exc}",
+                        hint="The catalog is unchanged; free some disk space and retry.",
+                    ) from exc
             try:
                 migrate(conn)
             except duckdb.Error as exc:

@@ -19,9 +19,10 @@ import json
 import logging
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["drop_guard", "restore_interrupted_checkpoint", "wal_size", "write_guard"]
+__all__ = ["backup_before_migration", "drop_guard", "restore_interrupted_checkpoint", "wal_size", "write_guard"]
 
 logger = logging.getLogger("lorabench.catalog")
 
@@ -104,3 +105,33 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+KEEP_MIGRATION_BACKUPS = 3
+
+
+def backup_before_migration(path: str, version: int) -> Path:
+    """Copy the catalog (and its WAL) to ``backups/`` beside it before migrations change its schema.
+
+    The copy is what the catalog was at schema ``version``; the newest three are kept. Returns the
+    copy's path.
+    """
+    folder = Path(path).parent / "backups"
+    folder.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = folder / f"{Path(path).stem}-schema{version}-{stamp}{Path(path).suffix}"
+    partial = target.with_name(target.name + ".tmp")
+    shutil.copyfile(path, partial)
+    _fsync(partial)
+    if wal_size(path):
+        shutil.copyfile(path + ".wal", str(target) + ".wal")
+        _fsync(Path(str(target) + ".wal"))
+    os.replace(partial, target)
+    _fsync(folder)
+    old = sorted(folder.glob(f"{Path(path).stem}-schema*{Path(path).suffix}"), key=lambda p: p.name)
+    for stale in old[:-KEEP_MIGRATION_BACKUPS]:
+        for leftover in (stale, Path(str(stale) + ".wal")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+    logger.info("lorabench: backed up %s (schema %d) to %s before migrating it", path, version, target)
+    return target

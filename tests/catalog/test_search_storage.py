@@ -9,6 +9,7 @@ import pytest
 
 from lorabench.catalog import Catalog, compile_query
 from lorabench.catalog import _schema as schema
+from lorabench.catalog._guard import backup_before_migration
 from lorabench.catalog._rows import lora_row, search_text
 from lorabench.files import inspect
 from lorabench.samples import build_library
@@ -100,3 +101,21 @@ def test_restored_user_tags_are_stored_lower_case_and_distinct(tmp_path):
         assert row["user_tags"] == ["ink", "wash"]
         assert dict(catalog.facets("", fields=["user_tags"])["user_tags"]) == {"ink": 1, "wash": 1}
         assert catalog.facets("", fields=[]) == {}
+
+
+def test_an_older_catalog_is_copied_aside_before_it_is_migrated(tmp_path):
+    db = tmp_path / "catalog.duckdb"
+    _version2_catalog(db)
+    Catalog(db).close()
+    [copy] = (tmp_path / "backups").glob("catalog-schema2-*.duckdb")
+    conn = duckdb.connect(str(copy), read_only=True)
+    try:
+        assert conn.execute("SELECT max(version) FROM _lorabench_migrations").fetchone() == (2,)
+        assert conn.execute("SELECT name, training_tags FROM loras").fetchall() == [("inkwash", ["ink", "wash", "ink"])]
+    finally:
+        conn.close()
+    Catalog(db).close()  # already current: no second copy
+    assert len(list((tmp_path / "backups").glob("*.duckdb"))) == 1
+    for _ in range(4):
+        backup_before_migration(str(db), 3)
+    assert len(list((tmp_path / "backups").glob("catalog-schema*.duckdb"))) == 3  # the newest three are kept
