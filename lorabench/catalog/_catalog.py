@@ -116,7 +116,8 @@ class Catalog:
     def checkpoint(self) -> bool:
         """Fold the write-ahead log into the catalog file now; False when there was nothing to fold.
 
-        lorabench checkpoints by itself (after imports, when the WAL passes 4 MiB, on close),
+        lorabench checkpoints by itself (after an import that wrote 1 MiB or more, when a released WAL
+        passes 4 MiB, and on close when this catalog wrote),
         always guarded so that a process killed mid-checkpoint cannot damage the file.
         ``sql("CHECKPOINT")`` comes here too.
         """

@@ -74,9 +74,10 @@ class Gateway:
         Optional ``callable(sql, params)`` called for every statement run through
         :meth:`execute`.
     checkpoint_bytes:
-        WAL size at which releasing the file checkpoints it first (closing for
-        good checkpoints any WAL). Until then commits live in the WAL, which
-        each open replays.
+        WAL size at which releasing the file checkpoints it first. Closing for
+        good also folds in a WAL this gateway wrote to; a process that only read
+        never copies the file. Until then commits live in the WAL, which each
+        open replays.
     """
 
     def __init__(
@@ -106,6 +107,8 @@ class Gateway:
         self._closed = False
         self._released_at = 0.0
         self._holds = 0
+        self._wal_at_open = 0
+        self._wrote = False  # whether this gateway grew the WAL (only then does closing fold it in)
         self._filelock: filelock.BaseFileLock | None = None
         if not self.memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -157,12 +160,9 @@ class Gateway:
                 self._conn = self._open_file()
                 self._conn.execute("PRAGMA disable_checkpoint_on_shutdown")
                 self._conn.execute(_NO_AUTO_CHECKPOINT)
+                self._wal_at_open = self.wal_size()
             except BaseException:
-                if self._conn is not None:
-                    with contextlib.suppress(duckdb.Error):
-                        self._conn.close()
-                    self._conn = None
-                self._release_filelock()
+                self._drop_connection()
                 raise
         self._opened_at = time.monotonic()
         if self.on_open is not None:
@@ -387,7 +387,8 @@ class Gateway:
         try:
             if conn is not None and not self.memory:
                 wal = self.wal_size()
-                if wal and (final or wal >= (self.checkpoint_bytes if threshold is None else threshold)):
+                mine = self._wrote or wal > self._wal_at_open
+                if wal and ((final and mine) or wal >= (self.checkpoint_bytes if threshold is None else threshold)):
                     try:
                         self._checkpoint(conn)
                     except (CatalogError, OSError) as exc:  # the WAL keeps every commit; a later close retries
@@ -398,6 +399,8 @@ class Gateway:
     def _drop_connection(self) -> None:
         """Close the connection (DuckDB does not checkpoint on close here) and give the file up."""
         conn, self._conn = self._conn, None
+        if conn is not None and not self.memory and self.wal_size() > self._wal_at_open:
+            self._wrote = True
         if conn is not None:
             with contextlib.suppress(duckdb.Error):
                 conn.close()
@@ -427,8 +430,8 @@ class Gateway:
             self._cancel_timer()
             try:
                 if not self._closed:
-                    if self._conn is None and self.wal_size():
-                        self._reopen_briefly()  # to fold the WAL in below, if the file is free right now
+                    if self._conn is None and self._wrote and self.wal_size():
+                        self._reopen_briefly()  # to fold our WAL in below, if the file is free right now
                     self._close_now(final=True)
             finally:
                 self._closed = True

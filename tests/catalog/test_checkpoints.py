@@ -141,3 +141,25 @@ def test_a_failed_checkpoint_gives_the_file_up_and_the_next_open_restores_it(imp
     catalog.close()
     with Catalog(db) as again:
         assert _notes(again) == {1: "before the failure"}
+
+
+def test_a_process_that_only_read_does_not_copy_the_file_on_close(imported):
+    """Folding another process's WAL costs a copy of the whole catalog: a reader leaves it to the
+    writer (or the next writer's close)."""
+    db = imported
+    worker = Worker("leave-wal", db, 1)
+    assert worker.wait() == 0, worker.stderr()
+    wal = Path(str(db) + ".wal")
+    size = wal.stat().st_size
+    reader = Catalog(db)
+    assert _notes(reader) == {1: "wal 1"}
+    reader.close()
+    assert wal.stat().st_size == size
+    writer = Catalog(db)
+    writer.update(2, notes="mine")
+    writer.release()  # released below 4 MiB: the WAL stays …
+    assert wal.exists()
+    writer.close()  # … and closing for good folds it in, reopening the file to do so
+    assert not wal.exists()
+    with Catalog(db) as again:
+        assert _notes(again) == {1: "wal 1", 2: "mine"}

@@ -245,8 +245,9 @@ def test_stale_wal_beside_a_newer_catalog_is_quarantined(catalog_with_wal):
     to replay it; lorabench must quarantine it and open the catalog, not fail."""
     db, wal = catalog_with_wal
     stale = wal.read_bytes()
-    with Catalog(db) as catalog:  # replays the WAL; closing checkpoints it into the file
+    with Catalog(db) as catalog:  # replays the WAL …
         assert _notes(catalog) == {1: "wal 1", 2: "wal 2", 3: "wal 3"}
+        assert catalog.checkpoint()  # … and folds it into the file (a reader's close leaves it)
     assert not wal.exists()
     wal.write_bytes(stale)
     with warnings.catch_warnings(record=True) as caught:
